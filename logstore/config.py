@@ -1,0 +1,81 @@
+"""Configuration of one log (one topic-partition directory).
+
+Every size is in bytes and every duration in milliseconds, and the unit is part of the name.
+Defaults follow Kafka's (``segment.bytes`` 1 GiB, ``segment.ms`` 7 days, ``index.interval.bytes``
+4096, ``segment.index.bytes`` 10 MiB, ``max.message.bytes`` 1,048,588) except durability: Kafka
+never fsyncs by default because replication covers a lost page cache; a single node has no replica,
+so logstore defaults to an fsync at most every second (``durability="interval"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+__all__ = ["LogConfig", "DURABILITY_MODES", "MAX_SEGMENT_BYTES"]
+
+#: Positions in ``.log`` are stored as 32-bit values in ``.index``; Kafka reads them as *signed*
+#: int32, so a segment must stay below 2 GiB for Kafka's tools to read our files.
+MAX_SEGMENT_BYTES = 2**31 - 1
+
+#: ``append``: every append is fsynced before it returns (concurrent appenders share one fsync,
+#: group commit). ``interval``: fsync when ``flush_ms`` or ``flush_messages`` is exceeded (checked on
+#: append and by the store's flusher thread). ``none``: never fsync; the OS writes back on its own.
+DURABILITY_MODES = ("append", "interval", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Settings of one log; immutable, validated on construction (``ConfigError`` otherwise)."""
+
+    segment_bytes: int = 1024 * 1024 * 1024
+    segment_ms: int = 7 * 24 * 60 * 60 * 1000
+    segment_index_bytes: int = 10 * 1024 * 1024
+    index_interval_bytes: int = 4096
+    max_batch_bytes: int = 1_048_588
+    durability: str = "interval"
+    flush_ms: int = 1000
+    flush_messages: int | None = None
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an int, got {type(value).__name__}")
+            if value < minimum or (maximum is not None and value > maximum):
+                bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+                raise ConfigError(f"{name} must be {bound}, got {value}")
+
+        positive_int("segment_bytes", self.segment_bytes, 14 + 61, MAX_SEGMENT_BYTES)
+        positive_int("segment_ms", self.segment_ms)
+        # at least two entries of either index (the time index keeps its last slot in reserve)
+        positive_int("segment_index_bytes", self.segment_index_bytes, 24, 2**31 - 1)
+        positive_int("index_interval_bytes", self.index_interval_bytes, 0, 2**31 - 1)
+        positive_int("max_batch_bytes", self.max_batch_bytes, 61, MAX_SEGMENT_BYTES)
+        if self.max_batch_bytes > self.segment_bytes:
+            raise ConfigError(
+                f"max_batch_bytes ({self.max_batch_bytes}) must not exceed segment_bytes "
+                f"({self.segment_bytes}): a batch never spans two segments"
+            )
+        if self.durability not in DURABILITY_MODES:
+            raise ConfigError(f"durability must be one of {DURABILITY_MODES}, got {self.durability!r}")
+        positive_int("flush_ms", self.flush_ms)
+        if self.flush_messages is not None:
+            positive_int("flush_messages", self.flush_messages)
+
+    def replace(self, **changes) -> "LogConfig":
+        """A copy with ``changes`` applied (validated like a new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LogConfig":
+        """Build from a mapping; unknown keys are refused so a typo never goes unnoticed."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown log config keys: {', '.join(unknown)}")
+        return cls(**data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["LogConfig", "DURABILITY_MODES", "MAX_SEGMENT_BYTES"]
+__all__ = ["LogConfig", "DURABILITY_MODES", "CLEANUP_POLICIES", "COMPRESSION_NAMES", "MAX_SEGMENT_BYTES"]
 
 #: Positions in ``.log`` are stored as 32-bit values in ``.index``; Kafka reads them as *signed*
 #: int32, so a segment must stay below 2 GiB for Kafka's tools to read our files.
@@ -24,6 +24,8 @@ MAX_SEGMENT_BYTES = 2**31 - 1
 #: group commit). ``interval``: fsync when ``flush_ms`` or ``flush_messages`` is exceeded (checked on
 #: append and by the store's flusher thread). ``none``: never fsync; the OS writes back on its own.
 DURABILITY_MODES = ("append", "interval", "none")
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+COMPRESSION_NAMES = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +36,18 @@ class LogConfig:
     segment_ms: int = 7 * 24 * 60 * 60 * 1000
     segment_index_bytes: int = 10 * 1024 * 1024
     index_interval_bytes: int = 4096
+    #: the largest batch accepted; a batch also never spans segments, so the effective limit is
+    #: ``min(max_batch_bytes, segment_bytes)`` (both refuse with RecordTooLargeError)
     max_batch_bytes: int = 1_048_588
     durability: str = "interval"
     flush_ms: int = 1000
     flush_messages: int | None = None
+    # Retention and cleanup (applied by the store's background threads; see logstore.retention)
+    retention_ms: int | None = 7 * 24 * 60 * 60 * 1000
+    retention_bytes: int | None = None
+    cleanup_policy: str = "delete"
+    #: codec for records appended as Python values: none, gzip, snappy, lz4, zstd
+    compression: str = "none"
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> None:
@@ -53,18 +63,21 @@ class LogConfig:
         positive_int("segment_index_bytes", self.segment_index_bytes, 24, 2**31 - 1)
         positive_int("index_interval_bytes", self.index_interval_bytes, 0, 2**31 - 1)
         positive_int("max_batch_bytes", self.max_batch_bytes, 61, MAX_SEGMENT_BYTES)
-        if self.max_batch_bytes > self.segment_bytes:
-            raise ConfigError(
-                f"max_batch_bytes ({self.max_batch_bytes}) must not exceed segment_bytes "
-                f"({self.segment_bytes}): a batch never spans two segments"
-            )
         if self.durability not in DURABILITY_MODES:
             raise ConfigError(f"durability must be one of {DURABILITY_MODES}, got {self.durability!r}")
         positive_int("flush_ms", self.flush_ms)
         if self.flush_messages is not None:
             positive_int("flush_messages", self.flush_messages)
+        if self.retention_ms is not None:
+            positive_int("retention_ms", self.retention_ms)
+        if self.retention_bytes is not None:
+            positive_int("retention_bytes", self.retention_bytes, 0)
+        if self.cleanup_policy not in CLEANUP_POLICIES:
+            raise ConfigError(f"cleanup_policy must be one of {CLEANUP_POLICIES}, got {self.cleanup_policy!r}")
+        if self.compression not in COMPRESSION_NAMES:
+            raise ConfigError(f"compression must be one of {COMPRESSION_NAMES}, got {self.compression!r}")
 
-    def replace(self, **changes) -> "LogConfig":
+    def replace(self, **changes) -> LogConfig:
         """A copy with ``changes`` applied (validated like a new config)."""
         return dataclasses.replace(self, **changes)
 
@@ -72,7 +85,7 @@ class LogConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LogConfig":
+    def from_dict(cls, data: dict) -> LogConfig:
         """Build from a mapping; unknown keys are refused so a typo never goes unnoticed."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)

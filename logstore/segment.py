@@ -1,0 +1,582 @@
+"""A segment: one ``<base_offset>.log`` with its ``.index`` and ``.timeindex``.
+
+A segment owns exactly those three files (named by :mod:`logstore.files`) and nothing else.
+The ``.log`` is a concatenation of record batches (:mod:`logstore.batch`); ``size`` is the number
+of bytes of it that are complete and visible to readers. The two indexes are sparse caches over
+the ``.log`` (:mod:`logstore.index`) and can always be rebuilt from it by :meth:`Segment.recover`.
+
+Sparse rule (Kafka's ``index.interval.bytes``, with its KAFKA-806 fix): walking the batches of an
+append, an index entry ``(last offset of the batch, position of the batch)`` is added before a batch
+whenever more than ``index_interval_bytes`` were written since the previous entry. The first batch
+of a segment is never indexed (a lookup below the first entry starts at position 0 anyway). Each
+offset-index entry is paired with a time-index entry ``(largest timestamp so far, offset of the
+batch that carried it)``, and sealing the segment appends a final time entry, as Kafka does.
+
+Concurrency: one writer at a time (the owning :class:`~logstore.log.Log` serialises appends,
+truncations and rolls); any number of readers. A reader sees ``size`` only after the bytes below it
+are written, so it never sees a partial batch. The file descriptor lives in a :class:`SegmentFile`
+that closes itself when the last reference goes: a reader (or a :class:`FileSlice` being sent) that
+holds a segment removed by retention or truncation keeps reading the bytes it was given.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from . import batch as batch_format
+from .batch import HEADER, HEADER_SIZE, BatchHeader
+from .config import LogConfig
+from .errors import CorruptBatchError, CorruptIndexError, LogClosedError
+from .files import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, segment_path
+from .index import OffsetIndex, TimeIndex
+
+__all__ = ["Segment", "SegmentFile", "FileSlice"]
+
+# Header fields needed to walk a .log: base_offset (q), batch_length (i) at 0..12, and
+# last_offset_delta (i) at 23..27, max_timestamp (q) at 35..43.
+_SCAN_CHUNK_BYTES = 64 * 1024
+_RECOVER_CHUNK_BYTES = 16 * 1024 * 1024
+#: largest batch_length any reader accepts as a sanity bound while walking a file (Kafka's
+#: max.message.bytes may be raised per topic; we bound by the segment size instead).
+_MIN_BATCH_LENGTH = HEADER_SIZE - 12
+
+
+class SegmentFile:
+    """An open ``.log`` file descriptor that is closed when the last holder lets go of it.
+
+    ``close()`` closes it at once (used when the whole log closes); otherwise the fd is closed
+    when the object is garbage-collected, which in CPython is as soon as no segment, reader or
+    :class:`FileSlice` refers to it any more.
+    """
+
+    __slots__ = ("path", "fd", "__weakref__")
+
+    def __init__(self, path: str, *, create: bool):
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        self.path = path
+        self.fd = os.open(path, flags, 0o644)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """A byte range of a ``.log`` to be sent without copying: ``os.sendfile(sock, fd, position, size)``.
+
+    The slice keeps the file open (``owner``) so retention deleting the segment meanwhile does not
+    pull the bytes away. ``size`` is 0 for an empty read.
+    """
+
+    fd: int
+    position: int
+    size: int
+    path: str = ""
+    owner: object = field(default=None, repr=False, compare=False)
+
+    def read(self) -> bytes:
+        """The bytes of the slice, copied (for tests and the non-zero-copy path)."""
+        return _pread_exact(self.fd, self.size, self.position, self.path)
+
+
+def _pread_exact(fd: int, size: int, position: int, path: str) -> bytes:
+    data = os.pread(fd, size, position)
+    if len(data) == size:
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, position + got)
+        if not more:
+            raise CorruptBatchError(
+                f"file ended after {got} of {size} bytes", path=path, position=position + got
+            )
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
+
+
+class Segment:
+    """One segment of a log; see the module docstring for the format and the rules.
+
+    Create with :meth:`create` (a new, empty active segment) or :meth:`open` (existing files).
+    Edges: an empty segment has ``size == 0`` and ``next_offset == base_offset``; sealed segments
+    open lazily (no file is read or even opened until first use).
+    """
+
+    def __init__(self, directory: str, base_offset: int, config: LogConfig, *, active: bool):
+        self.directory = directory
+        self.base_offset = base_offset
+        self.config = config
+        self.log_path = segment_path(directory, base_offset, LOG_SUFFIX)
+        self.index_path = segment_path(directory, base_offset, INDEX_SUFFIX)
+        self.timeindex_path = segment_path(directory, base_offset, TIMEINDEX_SUFFIX)
+        self._active = active
+        self._file: SegmentFile | None = None
+        self._offset_index: OffsetIndex | None = None
+        self._time_index: TimeIndex | None = None
+        self._size: int | None = None
+        self._next_offset: int | None = None
+        self._max_timestamp: tuple[int, int] | None = None  # (timestamp_ms, offset of its batch)
+        self._bytes_since_index_entry = 0
+        self._created_ms = int(time.time() * 1000)
+        self._rolling_base_ms: int | None = None
+        self._lazy_lock = threading.Lock()
+        self._closed = False
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str, base_offset: int, config: LogConfig) -> Segment:
+        """A new empty active segment; stale files of the same name are replaced."""
+        segment = cls(directory, base_offset, config, active=True)
+        for path in (segment.log_path, segment.index_path, segment.timeindex_path):
+            if os.path.exists(path):
+                os.unlink(path)
+        segment._file = SegmentFile(segment.log_path, create=True)
+        segment._size = 0
+        segment._next_offset = base_offset
+        segment._max_timestamp = (-1, base_offset)
+        segment._open_indexes_writable()
+        return segment
+
+    @classmethod
+    def open(cls, directory: str, base_offset: int, config: LogConfig, *, active: bool) -> Segment:
+        """An existing segment. Sealed ones are fully lazy; call :meth:`recover` or
+        :meth:`load_active` before appending to an active one."""
+        return cls(directory, base_offset, config, active=active)
+
+    def _open_indexes_writable(self) -> None:
+        max_bytes = self.config.segment_index_bytes
+        self._offset_index = OffsetIndex(
+            self.index_path, self.base_offset, max_index_bytes=max_bytes, writable=True
+        )
+        self._time_index = TimeIndex(
+            self.timeindex_path, self.base_offset, max_index_bytes=max_bytes, writable=True
+        )
+
+    # --- lazily opened parts -------------------------------------------------------------------
+
+    @property
+    def file(self) -> SegmentFile:
+        file = self._file
+        if file is None:
+            with self._lazy_lock:
+                if self._closed:
+                    raise LogClosedError(f"segment {self.log_path} is closed")
+                if self._file is None:
+                    self._file = SegmentFile(self.log_path, create=False)
+                file = self._file
+        return file
+
+    @property
+    def size(self) -> int:
+        """Bytes of ``.log`` visible to readers (complete batches only)."""
+        size = self._size
+        if size is None:
+            size = self._size = os.fstat(self.file.fd).st_size
+        return size
+
+    @property
+    def offset_index(self) -> OffsetIndex:
+        index = self._offset_index
+        if index is None:
+            with self._lazy_lock:
+                if self._offset_index is None:
+                    self._offset_index = self._checked(
+                        OffsetIndex(self.index_path, self.base_offset, writable=False)
+                    )
+                index = self._offset_index
+        return index
+
+    @property
+    def time_index(self) -> TimeIndex:
+        index = self._time_index
+        if index is None:
+            with self._lazy_lock:
+                if self._time_index is None:
+                    self._time_index = self._checked(
+                        TimeIndex(self.timeindex_path, self.base_offset, writable=False)
+                    )
+                index = self._time_index
+        return index
+
+    def _checked(self, index):
+        """A sealed index passes its sanity check at first use, or is rebuilt from the ``.log``
+        (an index is a cache: damage to it never reaches a reader)."""
+        try:
+            index.sanity_check()
+            return index
+        except CorruptIndexError:
+            return self._rebuilt_index(type(index))
+
+    def _rebuilt_index(self, kind):
+        """Rebuild one sealed index from the ``.log`` into its file, then return it read-only."""
+        max_bytes = self.config.segment_index_bytes
+        offset_index = OffsetIndex(self.index_path + ".rebuild", self.base_offset, max_index_bytes=max_bytes)
+        time_index = TimeIndex(self.timeindex_path + ".rebuild", self.base_offset, max_index_bytes=max_bytes)
+        since = 0
+        max_ts = (-1, self.base_offset)
+        for position, header in self.iter_headers(0, self.size):
+            if since > self.config.index_interval_bytes:
+                offset_index.append(header.last_offset, position)
+                time_index.append(max_ts[0], max_ts[1])
+                since = 0
+            since += header.size
+            if header.max_timestamp > max_ts[0]:
+                max_ts = (header.max_timestamp, header.last_offset)
+        if max_ts[0] >= 0:
+            time_index.append(max_ts[0], max_ts[1], final=True)
+        target = self.index_path if kind is OffsetIndex else self.timeindex_path
+        keep = offset_index if kind is OffsetIndex else time_index
+        other = time_index if kind is OffsetIndex else offset_index
+        keep.close(trim=True)
+        other.close(trim=True)
+        os.unlink(other.path)
+        os.replace(keep.path, target)
+        return kind(target, self.base_offset, writable=False)
+
+    # --- metadata ------------------------------------------------------------------------------
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    @property
+    def next_offset(self) -> int:
+        """One past the last offset stored in this segment (``base_offset`` if empty)."""
+        if self._next_offset is None:
+            self._next_offset = self._scan_next_offset()
+        return self._next_offset
+
+    def _scan_next_offset(self) -> int:
+        last = self.base_offset
+        found = False
+        start = self.offset_index.floor(2**63 - 1)[1] if self.offset_index.entries else 0
+        for _position, header in self.iter_headers(start, self.size):
+            last = header.next_offset
+            found = True
+        return last if found else self.base_offset
+
+    @property
+    def max_timestamp(self) -> tuple[int, int]:
+        """``(largest batch max timestamp, last offset of that batch)``; ``(-1, base_offset)`` if none."""
+        if self._max_timestamp is None:
+            self._max_timestamp = self.time_index.last_entry
+        return self._max_timestamp
+
+    @property
+    def largest_timestamp_ms(self) -> int:
+        """The largest record timestamp, or the ``.log`` mtime when no batch carries one."""
+        ts = self.max_timestamp[0]
+        if ts >= 0:
+            return ts
+        return int(os.stat(self.log_path).st_mtime * 1000)
+
+    def rolling_base_ms(self) -> int | None:
+        """The time this segment's age (``segment_ms``) is counted from: when its first batch was
+        appended in this process, else the first batch's max timestamp; ``None`` while empty."""
+        if self.size == 0:
+            return None
+        if self._rolling_base_ms is None:
+            header = batch_format.unpack_header(_pread_exact(self.file.fd, HEADER_SIZE, 0, self.log_path),
+                                                path=self.log_path)
+            self._rolling_base_ms = header.max_timestamp if header.max_timestamp >= 0 else self._created_ms
+        return self._rolling_base_ms
+
+    def can_append(self, first_offset: int, last_offset: int, incoming_bytes: int) -> bool:
+        """False if this batch must go to a new segment: size, index capacity, relative overflow."""
+        if self.size and self.size + incoming_bytes > self.config.segment_bytes:
+            return False
+        if last_offset - self.base_offset > 2**31 - 1 or first_offset < self.base_offset:
+            return False
+        if self._offset_index is not None and self._offset_index.is_full:
+            return False
+        if self._time_index is not None and self._time_index.is_full:
+            return False
+        return True
+
+    # --- writing (the log's writer lock is held) ----------------------------------------------
+
+    def append(self, data, headers: list[tuple[int, BatchHeader]], now_ms: int | None = None) -> None:
+        """Write already validated batches at the end; ``headers`` are ``(position in data, header)``.
+
+        The bytes are written before ``size`` moves, so readers never see them half written.
+        """
+        position = self.size
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(self.file.fd, view[written:], position + written)
+        offset_index = self._offset_index
+        time_index = self._time_index
+        interval = self.config.index_interval_bytes
+        since = self._bytes_since_index_entry
+        max_ts, max_ts_offset = self.max_timestamp
+        for relative_position, header in headers:
+            if since > interval:
+                offset_index.append(header.last_offset, position + relative_position)
+                time_index.append(max_ts, max_ts_offset)
+                since = 0
+            since += header.size
+            if header.max_timestamp > max_ts:
+                max_ts, max_ts_offset = header.max_timestamp, header.last_offset
+        self._bytes_since_index_entry = since
+        self._max_timestamp = (max_ts, max_ts_offset)
+        if self._rolling_base_ms is None and position == 0:
+            self._rolling_base_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self._next_offset = headers[-1][1].next_offset
+        self._size = position + len(view)
+
+    def seal(self) -> None:
+        """The segment stops being active: final time entry, indexes trimmed to their used size."""
+        if not self._active:
+            return
+        max_ts, offset = self.max_timestamp
+        if max_ts >= 0:
+            self.time_index.append(max_ts, offset, final=True)
+        self.offset_index.trim()
+        self.time_index.trim()
+        self._active = False
+
+    def flush(self) -> None:
+        """fsync the ``.log`` and flush both indexes."""
+        os.fsync(self.file.fd)
+        if self._offset_index is not None:
+            self._offset_index.flush()
+        if self._time_index is not None:
+            self._time_index.flush()
+
+    def truncate_to_position(self, position: int, next_offset: int) -> None:
+        """Drop every byte of ``.log`` at and after ``position`` (the start of the batch holding
+        ``next_offset``, or the end) and the index entries that point there; the segment becomes
+        writable again (active). Reads at most one index interval to recompute the tail state."""
+        if self._offset_index is None or not self._active:
+            self._reopen_writable()
+        self._offset_index.truncate_to(next_offset)
+        self._time_index.truncate_to(next_offset)
+        start = self._offset_index.floor(next_offset)[1]
+        max_ts = self._time_index.last_entry
+        for _position, header in self.iter_headers(start, position):
+            if header.max_timestamp > max_ts[0]:
+                max_ts = (header.max_timestamp, header.last_offset)
+        self._size = min(self.size, position)
+        os.ftruncate(self.file.fd, position)
+        self._next_offset = next_offset if position else self.base_offset
+        self._max_timestamp = max_ts
+        self._bytes_since_index_entry = position - start
+        if position == 0:
+            self._rolling_base_ms = None
+
+    def _reopen_writable(self) -> None:
+        for index in (self._offset_index, self._time_index):
+            if index is not None:
+                index.close(trim=True)
+        self._open_indexes_writable()
+        self._active = True
+
+    def load_active(self) -> None:
+        """Open an active segment after a clean shutdown: writable indexes, next offset and max
+        timestamp from the last index entry onwards (reads at most one index interval)."""
+        self._open_indexes_writable()
+        start = self._offset_index.floor(2**63 - 1)[1] if self._offset_index.entries else 0
+        max_ts = self._time_index.last_entry
+        next_offset = self._offset_index.last_offset + 1 if self._offset_index.entries else self.base_offset
+        for _position, header in self.iter_headers(start, self.size):
+            next_offset = header.next_offset
+            if header.max_timestamp > max_ts[0]:
+                max_ts = (header.max_timestamp, header.last_offset)
+        self._next_offset = next_offset
+        self._max_timestamp = max_ts
+        self._bytes_since_index_entry = self.size - start
+        self._active = True
+
+    def recover(self, *, max_batch_bytes: int, contiguous_from: int | None = None) -> int:
+        """Validate every batch from position 0, rebuild both indexes, and truncate the ``.log`` at
+        the first incomplete or invalid batch. Returns the number of bytes truncated (0 if clean).
+
+        The base offset is outside the CRC, so a damaged one is caught by plausibility instead:
+        offsets must grow, and from ``contiguous_from`` on (the recovery point, for the last
+        segment: everything past it came from appends, which are contiguous; compaction gaps exist
+        only in fsynced data below it) each batch must start exactly where the previous one ended.
+        Reads the file in large chunks; costs one CRC-32C pass over the segment.
+        """
+        self._active = True
+        for index in (self._offset_index, self._time_index):
+            if index is not None:
+                index.close(trim=False)
+        self._open_indexes_writable()
+        self._offset_index.reset()
+        self._time_index.reset()
+        fd = self.file.fd
+        file_size = os.fstat(fd).st_size
+        self._size = file_size
+        valid_end = 0
+        since = 0
+        max_ts = (-1, self.base_offset)
+        next_offset = self.base_offset
+        interval = self.config.index_interval_bytes
+        offset_index = self._offset_index
+        time_index = self._time_index
+        for position, header in self._iter_valid_batches(fd, file_size, max_batch_bytes):
+            if header.base_offset < next_offset or header.last_offset_delta < 0 or (
+                header.last_offset - self.base_offset > 2**31 - 1
+            ):
+                break  # offsets must grow within a segment: anything else is damage
+            if contiguous_from is not None and next_offset >= contiguous_from and header.base_offset != next_offset:
+                break
+            if since > interval:
+                if not offset_index.can_append(header.last_offset):
+                    break
+                offset_index.append(header.last_offset, position)
+                time_index.append(max_ts[0], max_ts[1])
+                since = 0
+            since += header.size
+            if header.max_timestamp > max_ts[0]:
+                max_ts = (header.max_timestamp, header.last_offset)
+            next_offset = header.next_offset
+            valid_end = position + header.size
+        truncated = file_size - valid_end
+        if truncated:
+            os.ftruncate(fd, valid_end)
+        self._size = valid_end
+        self._next_offset = next_offset
+        self._max_timestamp = max_ts
+        self._bytes_since_index_entry = since
+        self._rolling_base_ms = None
+        return truncated
+
+    def _iter_valid_batches(self, fd: int, file_size: int, max_batch_bytes: int):
+        """(position, header) of each valid batch from 0; stops at the first torn or bad one."""
+        position = 0
+        while position < file_size:
+            chunk_size = min(_RECOVER_CHUNK_BYTES, file_size - position)
+            chunk = os.pread(fd, chunk_size, position)
+            view = memoryview(chunk)
+            at = 0
+            while True:
+                remaining = len(view) - at
+                if remaining < HEADER_SIZE:
+                    break
+                batch_length = int.from_bytes(view[at + 8 : at + 12], "big", signed=True)
+                batch_size = 12 + batch_length
+                if batch_length < _MIN_BATCH_LENGTH or batch_size > max(max_batch_bytes, self.config.segment_bytes):
+                    return
+                if batch_size > remaining:
+                    if position + at + batch_size > file_size:
+                        return  # torn tail
+                    if at == 0:  # one batch larger than the chunk: read it whole
+                        chunk = os.pread(fd, batch_size, position)
+                        view = memoryview(chunk)
+                        continue
+                    break
+                try:
+                    header = batch_format.validate(view, at, path=self.log_path)
+                except CorruptBatchError:
+                    return
+                yield position + at, header
+                at += batch_size
+            if at == 0:
+                return
+            position += at
+
+    # --- reading (no lock needed) --------------------------------------------------------------
+
+    def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Walk batch headers from ``start`` (a batch boundary) up to ``end`` without reading the
+        record bytes. Stops at a batch that would run past ``end``. A header that is not a batch
+        raises ``CorruptBatchError`` naming this file and the position."""
+        fd = self.file.fd
+        position = start
+        while position + HEADER_SIZE <= end:
+            window = os.pread(fd, min(_SCAN_CHUNK_BYTES, end - position), position)
+            at = 0
+            while at + HEADER_SIZE <= len(window):
+                header = BatchHeader._make(HEADER.unpack_from(window, at))
+                if header.magic != batch_format.MAGIC or header.batch_length < _MIN_BATCH_LENGTH:
+                    raise CorruptBatchError(
+                        f"not a record batch (magic {header.magic}, batch_length {header.batch_length})",
+                        path=self.log_path,
+                        position=position + at,
+                    )
+                if position + at + header.size > end:
+                    return
+                yield position + at, header
+                at += header.size
+            if at == 0:
+                return
+            position += at
+
+    def find_batch(self, offset: int, end: int | None = None) -> tuple[int, BatchHeader] | None:
+        """``(position, header)`` of the first batch whose last offset is >= ``offset``, or ``None``
+        if every batch of this segment (below ``end``) ends before it."""
+        end = self.size if end is None else end
+        start = self.offset_index.floor(offset)[1]
+        if start > end:
+            start = 0
+        for position, header in self.iter_headers(start, end):
+            if header.last_offset >= offset:
+                return position, header
+        return None
+
+    def read(self, position: int, size: int) -> bytes:
+        return _pread_exact(self.file.fd, size, position, self.log_path)
+
+    def slice(self, position: int, size: int) -> FileSlice:
+        file = self.file
+        return FileSlice(file.fd, position, size, self.log_path, file)
+
+    def find_timestamp(self, timestamp_ms: int, start_offset: int) -> tuple[int, BatchHeader] | None:
+        """``(position, header)`` of the first batch at or after ``start_offset`` whose max timestamp
+        is >= ``timestamp_ms``, starting from the time index's floor entry."""
+        _ts, indexed_offset = self.time_index.floor(timestamp_ms)
+        start = self.offset_index.floor(max(indexed_offset, start_offset))[1]
+        for position, header in self.iter_headers(start, self.size):
+            if header.max_timestamp >= timestamp_ms and header.last_offset >= start_offset:
+                return position, header
+        return None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Seal-trim the indexes and close the file; idempotent."""
+        with self._lazy_lock:
+            self._closed = True
+        if self._active:
+            max_ts, offset = self.max_timestamp
+            if max_ts >= 0 and self._time_index is not None:
+                try:
+                    self._time_index.append(max_ts, offset, final=True)
+                except ValueError:
+                    pass
+        for index in (self._offset_index, self._time_index):
+            if index is not None:
+                index.close(trim=True)
+        if self._file is not None:
+            self._file.close()
+
+    def delete_files(self) -> None:
+        """Unlink the three files (missing ones are fine). Nothing is closed here: a reader still
+        holding this segment or a slice of it keeps reading (POSIX keeps unlinked files readable);
+        the fd and any index mmap go away with the last reference."""
+        for path in (self.log_path, self.index_path, self.timeindex_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "sealed"
+        return f"Segment(base_offset={self.base_offset}, {state}, path={self.log_path!r})"

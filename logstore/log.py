@@ -194,6 +194,19 @@ class Log:
         return self._durable_offset
 
     @property
+    def high_watermark(self) -> int:
+        """The last offset (exclusive) that readers such as the server's consumers are shown.
+
+        With ``durability="append"`` it is ``durable_offset``: consumers never see a record a
+        crash could still take back (appends are fsynced promptly, so it lags only by one group
+        commit). In the other modes the user chose not to wait for the disk, and it is
+        ``log_end_offset`` (otherwise consumers would wait up to ``flush_ms`` for every record).
+        """
+        if self.config.durability == "append":
+            return min(self._durable_offset, self.log_end_offset)
+        return self.log_end_offset
+
+    @property
     def size_bytes(self) -> int:
         return sum(s.size for s in self._segments)
 

@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= data
 
-.PHONY: run test test-slow bench lint clean
+.PHONY: run test test-slow bench lint clean kcat
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the main job: the core benchmark on ./data (bench-results/ gets the JSON)
 	$(PY) bench/run_core.py --data $(DATA)
 
-test: $(STAMP)  ## the default suite (well under 15 minutes)
+kcat:  ## Debian's kcat (librdkafka 2.0.2) for the real-client tests
+	@command -v kcat >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq kcat >/dev/null; } || echo "kcat could not be installed: its tests will be skipped"
+
+test: $(STAMP) kcat  ## the default suite (well under 15 minutes)
 	$(PY) -m pytest -q -m "not slow" tests
 
-test-slow: $(STAMP)  ## long soaks: hundreds of kill -9 trials
+test-slow: $(STAMP) kcat  ## long soaks: hundreds of kill -9 trials
 	$(PY) -m pytest -q -m "slow" tests
 
 bench: $(STAMP)  ## pytest-benchmark; compare two runs with --benchmark-compare

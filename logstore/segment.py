@@ -225,6 +225,9 @@ class Segment:
     def _rebuilt_index(self, kind):
         """Rebuild one sealed index from the ``.log`` into its file, then return it read-only."""
         max_bytes = self.config.segment_index_bytes
+        for leftover in (self.index_path + ".rebuild", self.timeindex_path + ".rebuild"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
         offset_index = OffsetIndex(self.index_path + ".rebuild", self.base_offset, max_index_bytes=max_bytes)
         time_index = TimeIndex(self.timeindex_path + ".rebuild", self.base_offset, max_index_bytes=max_bytes)
         since = 0

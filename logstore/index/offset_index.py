@@ -1,0 +1,153 @@
+"""The offset index (``.index``): offset -> byte position in the segment's ``.log``.
+
+File format (Kafka's ``OffsetIndex``; every integer big-endian)::
+
+    entry (8 bytes), repeated; no header, no checksum
+      0  relative_offset  u32   offset - base_offset
+      4  position         u32   byte position in .log of the batch whose *last* offset is that offset
+
+Entry ``(O, P)`` means: the batch that starts at byte ``P`` of ``.log`` ends at offset ``O``.
+Entries are strictly increasing in offset and non-decreasing in position.
+
+The index is sparse. The segment adds an entry only after ``index_interval_bytes`` of ``.log``
+have been written since the last entry. A lookup therefore returns a place to start scanning
+batch headers, not the batch itself: :meth:`OffsetIndex.floor` returns the largest entry whose
+offset is <= the target, and the caller scans forward from its position.
+
+After a crash: the file of the active segment is preallocated (see :mod:`.mmap_array`), so an
+untrimmed file ends in zero entries, and Kafka counts them as real. ``sanity_check()`` finds the
+first of them: a zero relative offset after a real entry breaks the strict ordering. The index is
+a cache with no checksum, and a damaged one is rebuilt from ``.log`` (``Segment.recover()``), so
+``CorruptIndexError`` is a signal to rebuild, not data loss.
+
+Kafka reads both fields as *signed* int32. Positions stay below 2**31 because segments do
+(``config.MAX_SEGMENT_BYTES``). Relative offsets are accepted up to the u32 limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .mmap_array import U32_MAX, MmapArray
+
+__all__ = ["OffsetIndex"]
+
+
+class OffsetIndex(MmapArray):
+    """Sparse map from offsets to ``.log`` positions for one segment.
+
+    ``writable=True`` opens (creating if missing) and preallocates the file and maps it.
+    ``writable=False`` is lazy: nothing is read until the first lookup, and a missing file reads
+    as empty. One writer and any number of concurrent lock-free readers (see :mod:`.mmap_array`).
+    """
+
+    ENTRY_BYTES = 8
+    DTYPE = np.dtype([("relative_offset", ">u4"), ("position", ">u4")])
+
+    @property
+    def is_full(self) -> bool:
+        return self.entries >= self.max_entries
+
+    @property
+    def last_offset(self) -> int:
+        """Offset of the last entry; ``base_offset`` when empty."""
+        count, (relative, _) = self._view()
+        return self.base_offset + int(relative[count - 1]) if count else self.base_offset
+
+    def can_append(self, offset: int) -> bool:
+        """Whether ``offset`` fits this segment (relative offset fits u32) and there is room."""
+        return 0 <= offset - self.base_offset <= U32_MAX and self.writable and not self.is_full
+
+    def append(self, offset: int, position: int) -> None:
+        """Add entry ``(offset, position)``: the batch at ``position`` ends at ``offset``.
+
+        Raises ``ValueError`` if the index is full or not writable, if ``offset`` does not fit
+        (``offset - base_offset`` outside u32) or is not above ``last_offset``, or if ``position``
+        is outside u32 or below the last position.
+        """
+        self._require_writable()
+        count, (relative, positions) = self._snap
+        rel = offset - self.base_offset
+        if not 0 <= rel <= U32_MAX:
+            raise ValueError(
+                f"offset {offset} does not fit index {self.path}: offset - base_offset "
+                f"({offset} - {self.base_offset} = {rel}) must be in [0, {U32_MAX}]"
+            )
+        if not 0 <= position <= U32_MAX:
+            raise ValueError(f"position {position} must be in [0, {U32_MAX}]")
+        if count:
+            last_offset = self.base_offset + int(relative[count - 1])
+            last_position = int(positions[count - 1])
+            if offset <= last_offset:
+                raise ValueError(
+                    f"offset {offset} must be greater than the last indexed offset {last_offset} ({self.path})"
+                )
+            if position < last_position:
+                raise ValueError(
+                    f"position {position} must not be below the last indexed position {last_position} ({self.path})"
+                )
+        if count >= self.max_entries:
+            raise ValueError(f"index {self.path} is full ({self.max_entries} entries)")
+        self._append_row(rel, position)
+
+    def floor(self, offset: int) -> tuple[int, int]:
+        """``(offset, position)`` of the largest entry with entry offset <= ``offset``.
+
+        ``(base_offset, 0)`` if the index is empty or every entry is above ``offset``: scan from
+        the start of the segment.
+        """
+        count, (relative, positions) = self._view()
+        target = offset - self.base_offset
+        if count == 0 or target < 0:
+            return self.base_offset, 0
+        if target >= U32_MAX:
+            slot = count - 1
+        else:
+            slot = int(relative[:count].searchsorted(np.uint32(target), side="right")) - 1
+            if slot < 0:
+                return self.base_offset, 0
+        return self.base_offset + int(relative[slot]), int(positions[slot])
+
+    def entry(self, n: int) -> tuple[int, int]:
+        """Absolute ``(offset, position)`` of slot ``n`` (``0 <= n < entries``, else ``IndexError``)."""
+        n, (relative, positions) = self._slot(n)
+        return self.base_offset + int(relative[n]), int(positions[n])
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop every entry whose offset is >= ``offset`` (writable only)."""
+        self._require_writable()
+        count, (relative, _) = self._snap
+        target = offset - self.base_offset
+        if target > U32_MAX:
+            return
+        keep = 0 if target <= 0 else int(relative[:count].searchsorted(np.uint32(target), side="left"))
+        self._truncate_rows(keep)
+
+    def sanity_check(self) -> None:
+        """Raise ``CorruptIndexError`` (path, byte position of the first bad entry) if the file
+        length is not a multiple of 8, relative offsets are not strictly increasing (this catches
+        a zero tail), or positions decrease.
+
+        Kafka also checks "last offset < base offset". With unsigned relative offsets that cannot
+        happen, so there is nothing to check.
+        """
+        self._check_length()
+        count, (relative, positions) = self._view()
+        rel, pos = relative[:count], positions[:count]
+        bad_offset = np.flatnonzero(rel[1:] <= rel[:-1])
+        bad_position = np.flatnonzero(pos[1:] < pos[:-1])
+        first = min(int(bad[0]) + 1 if len(bad) else count for bad in (bad_offset, bad_position))
+        if first == count:
+            return
+        if len(bad_offset) and int(bad_offset[0]) + 1 == first:
+            what = f"relative offset {int(rel[first])} is not greater than {int(rel[first - 1])}"
+            if rel[first] == 0:
+                what += " (a zero tail: the file was not trimmed before a crash)"
+        else:
+            what = f"position {int(pos[first])} is below {int(pos[first - 1])}"
+        self._raise_corrupt(first, f"entry {first} of {count}: {what}")
+
+    def to_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies ``(absolute offsets, positions)`` as int64 arrays (for the dump tool)."""
+        count, (relative, positions) = self._view()
+        return relative[:count].astype(np.int64) + self.base_offset, positions[:count].astype(np.int64)

@@ -335,3 +335,17 @@ def test_wait_for_append_wakes(tmp_path):
         timer.start()
         assert log.wait_for_append(0, 5.0) is True
         timer.join()
+
+
+def test_read_columns_matches_read(tmp_path):
+    with Log(tmp_path / "p", small(segment_bytes=10**6)) as log:
+        for i in range(20):
+            log.append([b"%d-%d" % (i, j) for j in range(5)], keys=[b"k%d" % j for j in range(5)],
+                       timestamps_ms=[i * 10 + j for j in range(5)])
+        for start, stop in [(0, None), (7, None), (7, 53), (99, None), (100, None)]:
+            records = log.read(start, max_bytes=10**6, max_offset=stop)
+            columns = log.read_columns(start, max_bytes=10**6, max_offset=stop)
+            assert columns.offsets.tolist() == [r.offset for r in records]
+            assert columns.timestamps_ms.tolist() == [r.timestamp_ms for r in records]
+            assert columns.values == [r.value for r in records]
+            assert columns.keys == [r.key for r in records]

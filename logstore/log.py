@@ -159,14 +159,12 @@ class Log:
             log_start = max(log_start, min(checkpoint.log_start_offset, segments[-1].next_offset))
         self._log_start_offset = log_start
         self._durable_offset = max(recovery_point, log_start)
-        self._flushed_segments = len(segments) - 1
+        # what survived recovery may still be only in the page cache: durable is what the
+        # checkpoint proved (Kafka's rule); the next flush covers the rest
+        self._flushed_segments = self._bisect_segment(self._durable_offset)
         self._last_flush_ms = self._clock_ms()
         self._unflushed_messages = 0
-        if not self.was_clean_shutdown:
-            # everything that survived recovery is now flushed to disk: make that the recovery point
-            self._flush_segments(segments[self._bisect_segment(self._durable_offset) :])
-            self._durable_offset = segments[-1].next_offset
-            self._flushed_segments = len(segments) - 1
+        if truncated or leftovers:
             fsync_dir(directory)
         write_checkpoint(directory, Checkpoint(self._durable_offset, self._log_start_offset))
 
@@ -246,10 +244,8 @@ class Log:
         if timestamps_ms is None:
             timestamps_ms = self._clock_ms()
         # encoded outside the writer lock; only the base offset (outside the CRC) is set under it
-        encoded = bytearray(
-            batch_format.encode(
-                values, keys=keys, headers=headers, timestamps_ms=timestamps_ms, compression=compression
-            )
+        encoded = batch_format.encode(
+            values, keys=keys, headers=headers, timestamps_ms=timestamps_ms, compression=compression
         )
         header = batch_format.unpack_header(encoded)
         if header.size > self.config.max_batch_bytes:
@@ -259,7 +255,6 @@ class Log:
         with self._lock:
             self._check_open()
             base_offset = self.log_end_offset
-            batch_format.set_base_offset(encoded, base_offset)
             info = self._append_validated(encoded, [(0, header._replace(base_offset=base_offset))])
         self._after_append(info)
         return info
@@ -291,7 +286,7 @@ class Log:
         :class:`CorruptBatchError` and nothing is written; a batch over ``max_batch_bytes`` raises
         :class:`RecordTooLargeError`.
         """
-        buf = bytearray(data)
+        buf = memoryview(data).cast("B")
         if not buf:
             raise ValueError("no batches given")
         headers: list[tuple[int, BatchHeader]] = []
@@ -312,7 +307,6 @@ class Log:
             self._check_open()
             next_offset = self.log_end_offset
             for i, (position, header) in enumerate(headers):
-                batch_format.set_base_offset(buf, next_offset, position)
                 headers[i] = (position, header._replace(base_offset=next_offset))
                 next_offset += header.last_offset_delta + 1
             info = self._append_validated(buf, headers)
@@ -320,7 +314,8 @@ class Log:
         return info
 
     def _append_validated(self, data, headers: list[tuple[int, BatchHeader]]) -> AppendInfo:
-        """Write batches whose offsets are assigned; the writer lock is held."""
+        """Write batches whose offsets are assigned (in ``headers``: the bytes in ``data`` still
+        carry the producer's base offsets, replaced on the way to disk); the writer lock is held."""
         size = len(data)
         if size > self.config.max_batch_bytes and len(headers) == 1:
             raise RecordTooLargeError(

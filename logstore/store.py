@@ -28,7 +28,8 @@ import re
 import shutil
 import threading
 import uuid
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from .config import LogConfig
 from .errors import ConfigError, LogClosedError, LogLockedError, TopicError
@@ -182,7 +183,7 @@ class LogStore:
         topics = {}
         for name, entry in data.get("topics", {}).items():
             validate_topic_name(name)
-            config = self.default_config.replace(**entry.get("config", {}))
+            config = LogConfig.from_dict({**self.default_config.to_dict(), **entry.get("config", {})})
             topics[name] = TopicDescription(name, int(entry["partitions"]), config)
         return topics
 
@@ -220,8 +221,7 @@ class LogStore:
         if config is None:
             config = self.default_config
         elif isinstance(config, dict):
-            config = self.default_config.replace(**config) if config else self.default_config
-            LogConfig.from_dict(config.to_dict())
+            config = LogConfig.from_dict({**self.default_config.to_dict(), **config})
         elif not isinstance(config, LogConfig):
             raise TypeError(f"config must be a LogConfig or a dict, got {type(config).__name__}")
         with self._lock:
@@ -380,7 +380,7 @@ class LogStore:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "LogStore":
+    def __enter__(self) -> LogStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,696 @@
+"""``logstore dump``: print segment files offline, the way Kafka's ``kafka-dump-log`` does.
+
+The tool reads files and never writes them (every file is opened ``"rb"``; indexes are opened
+with ``writable=False``, which reads them with one ``np.fromfile`` and never maps them). It
+imports neither :mod:`logstore.log` nor :mod:`logstore.store`, so it works on a directory that
+``Log`` would refuse to open: a torn tail, a bad CRC, an index with a zero tail.
+
+The file type is chosen by suffix: ``.log`` (record batches), ``.index`` (offset index),
+``.timeindex`` (time index), each optionally followed by a state suffix (``.cleaned``, ``.swap``,
+``.deleted``); anything else is ``Ignoring unknown file`` on stderr, as Kafka does.
+
+Output lines have the shapes of Kafka's ``DumpLogSegments`` (``core/.../tools/DumpLogSegments.scala``)
+so scripts written for one read the other::
+
+    Dumping 00000000000000000000.log
+    Log starting offset: 0
+    baseOffset: 0 lastOffset: 2 count: 3 ... position: 0 CreateTime: 1002 size: 106 magic: 2 compresscodec: none crc: 1680634429 isvalid: true
+    | offset: 0 CreateTime: 1000 keySize: 2 valueSize: 2 sequence: -1 headerKeys: [h] key: k0 payload: v0
+    Found 17 invalid bytes at the end of 00000000000000000000.log
+    offset: 65 position: 1963                 (.index)
+    timestamp: 1029 offset: 129               (.timeindex)
+
+Reports that Kafka prints on stderr (index mismatches, non-consecutive offsets, time index
+errors) come on stderr after every file is dumped. Differences from Kafka, on purpose: a batch
+whose records cannot be decoded is reported and the dump goes on (Kafka stops with a stack
+trace); where the valid bytes of a damaged ``.log`` end, and why, is printed on stderr next to
+Kafka's ``Found N invalid bytes`` line; a tombstone's key is printed (Kafka prints neither key nor
+payload of a record without a value); only magic 2 batches are read (a legacy v0/v1 batch ends
+the valid bytes).
+
+``--json`` prints one JSON object per line instead -- a file, a batch, a record, an index entry,
+a tail of invalid bytes, a mismatch -- each with a ``"type"`` field; reports go to stdout too.
+Keys and payloads are UTF-8 text (bad bytes replaced), plus ``keyBase64``/``payloadBase64`` when
+the bytes are not valid UTF-8.
+
+Exit status: 0 after dumping; 1 when ``--verify-index-only`` finds a mismatch or
+``--index-sanity-check`` fails; 2 when a file cannot be read (the other files are still dumped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import json
+import os
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from .batch import HEADER_SIZE, BatchHeader, decode, unpack_header, validate
+from .errors import CorruptBatchError, CorruptIndexError
+from .files import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, parse_segment_name
+from .index import OffsetIndex, TimeIndex
+
+__all__ = [
+    "ScannedBatch",
+    "LogTail",
+    "LogScanner",
+    "classify",
+    "matching_log",
+    "last_sequence",
+    "add_parser",
+    "run",
+    "dump_files",
+    "os_error_text",
+]
+
+_STATE_SUFFIXES = (".cleaned", ".swap", ".deleted")
+_KINDS = {LOG_SUFFIX: "log", INDEX_SUFFIX: "index", TIMEINDEX_SUFFIX: "timeindex"}
+_READ_BUFFER_BYTES = 1024 * 1024
+_INT32_MAX = 2**31 - 1
+_CONTROL_TYPES = {
+    0: "ABORT",
+    1: "COMMIT",
+    2: "LEADER_CHANGE",
+    3: "SNAPSHOT_HEADER",
+    4: "SNAPSHOT_FOOTER",
+    5: "KRAFT_VERSION",
+    6: "KRAFT_VOTERS",
+}
+
+
+# --- reading a .log -----------------------------------------------------------------------------
+
+
+class ScannedBatch(NamedTuple):
+    """One batch found by :class:`LogScanner`: fully present, header readable, magic 2."""
+
+    position: int
+    header: BatchHeader
+    data: bytes | None  # the whole batch, when the scanner keeps data
+    crc_error: str | None  # None when the CRC matches (or was not checked)
+
+
+class LogTail(NamedTuple):
+    """Where the readable batches of a ``.log`` end; ``invalid_bytes`` is 0 for a clean end."""
+
+    position: int
+    invalid_bytes: int
+    reason: str | None
+
+
+class LogScanner:
+    """Walk the batches of a ``.log`` front to back, read-only, through a buffered file.
+
+    A batch whose CRC does not match is still yielded (``crc_error`` says why) and the walk goes
+    on after it, because its length field, outside the CRC, may well be right. The walk stops at
+    the first thing that is not a batch: fewer than 61 bytes left, a length below the minimum, a
+    magic other than 2, or a batch running past the end (a torn write). After iterating,
+    :attr:`tail` tells where and why.
+
+    ``limit`` stops at that many bytes (``--max-bytes``); ``keep_data=False`` skips the batch
+    bodies (a header-only walk, no CRC); ``progress`` is called with the bytes passed.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        limit: int | None = None,
+        keep_data: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ):
+        self.path = path
+        self.limit = limit
+        self.keep_data = keep_data
+        self.progress = progress
+        self.tail: LogTail | None = None
+        self.file_size: int | None = None
+
+    def __iter__(self) -> Iterator[ScannedBatch]:
+        with open(self.path, "rb", buffering=_READ_BUFFER_BYTES) as file:
+            size = os.fstat(file.fileno()).st_size
+            self.file_size = size
+            end = size if self.limit is None else min(size, self.limit)
+            position = 0
+            while position < end:
+                left = end - position
+                if left < HEADER_SIZE:
+                    self._stop(position, end, f"{left} bytes are too few for a {HEADER_SIZE}-byte batch header")
+                    return
+                head = file.read(HEADER_SIZE)
+                try:
+                    header = unpack_header(head)
+                except CorruptBatchError as error:
+                    self._stop(position, end, f"no batch starts here ({_without_position(error)})")
+                    return
+                if position + header.size > end:
+                    if position + header.size > size:
+                        why = f"a batch of {header.size} bytes runs past the end of the file (a torn write)"
+                    else:
+                        why = f"a batch of {header.size} bytes runs past --max-bytes {end}"
+                    self._stop(position, end, why)
+                    return
+                body_size = header.size - HEADER_SIZE
+                if self.keep_data:
+                    data = head + file.read(body_size)
+                    try:
+                        validate(data)
+                        crc_error = None
+                    except CorruptBatchError as error:
+                        crc_error = _without_position(error)
+                else:
+                    file.seek(body_size, os.SEEK_CUR)
+                    data = crc_error = None
+                yield ScannedBatch(position, header, data, crc_error)
+                position += header.size
+                if self.progress is not None:
+                    self.progress(header.size)
+            self.tail = LogTail(position, 0, None)
+
+    def _stop(self, position: int, end: int, reason: str) -> None:
+        self.tail = LogTail(position, end - position, reason)
+        if self.progress is not None:
+            self.progress(end - position)
+
+
+def _without_position(error: CorruptBatchError) -> str:
+    """The error's message without the " at position 0" of a batch checked on its own bytes."""
+    return str(error).removesuffix(" at position 0")
+
+
+def last_sequence(header: BatchHeader) -> int:
+    """The batch's last sequence number (-1 without one); sequences wrap at 2**31 - 1."""
+    return _add_sequence(header.base_sequence, header.last_offset_delta)
+
+
+def _add_sequence(base: int, delta: int) -> int:
+    if base < 0:
+        return -1
+    if base > _INT32_MAX - delta:
+        return delta - (_INT32_MAX - base) - 1
+    return base + delta
+
+
+# --- file names ---------------------------------------------------------------------------------
+
+
+def classify(path: str) -> tuple[str | None, int | None]:
+    """``(kind, base_offset)``: kind is ``"log"``, ``"index"``, ``"timeindex"`` or ``None``.
+
+    ``base_offset`` comes from the file name (``None`` if the name does not start with one).
+    """
+    name = os.path.basename(path)
+    parsed = parse_segment_name(name)
+    if parsed is not None:
+        base_offset, suffix, _state = parsed
+        return _KINDS[suffix], base_offset
+    stem = name
+    for state in _STATE_SUFFIXES:
+        if stem.endswith(state):
+            stem = stem[: -len(state)]
+            break
+    stem, suffix = os.path.splitext(stem)
+    prefix = stem.split(".")[0]
+    return _KINDS.get(suffix), int(prefix) if prefix.isdigit() else None
+
+
+def matching_log(path: str) -> str:
+    """The ``.log`` next to an index file: same name with ``.log`` for its type suffix."""
+    state = next((s for s in _STATE_SUFFIXES if path.endswith(s)), "")
+    stem = path[: len(path) - len(state)] if state else path
+    return os.path.splitext(stem)[0] + LOG_SUFFIX + state
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _kafka_line(fields: dict) -> str:
+    """``name: value`` pairs as Kafka prints them: lower-case booleans, ``[a,b]`` lists, Java's
+    ``OptionalLong``, and the timestamp labelled by its type (``CreateTime: 1000``)."""
+    parts = []
+    for name, value in fields.items():
+        if name == "timestampType":
+            continue
+        if name in ("maxTimestamp", "timestamp"):
+            name = fields["timestampType"]
+        elif name == "deleteHorizonMs":
+            value = "OptionalLong.empty" if value is None else f"OptionalLong[{value}]"
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list):
+            value = "[" + ",".join(value) + "]"
+        parts.append(f"{name}: {value}")
+    return " ".join(parts)
+
+
+def _batch_fields(batch: ScannedBatch) -> dict:
+    """A batch line's fields, named and ordered as in Kafka's output."""
+    h = batch.header
+    return {
+        "baseOffset": h.base_offset,
+        "lastOffset": h.last_offset,
+        "count": h.records_count,
+        "baseSequence": h.base_sequence,
+        "lastSequence": last_sequence(h),
+        "producerId": h.producer_id,
+        "producerEpoch": h.producer_epoch,
+        "partitionLeaderEpoch": h.partition_leader_epoch,
+        "isTransactional": h.is_transactional,
+        "isControl": h.is_control,
+        "deleteHorizonMs": h.delete_horizon_ms,
+        "position": batch.position,
+        "timestampType": h.timestamp_type,
+        "maxTimestamp": h.max_timestamp,
+        "size": h.size,
+        "magic": h.magic,
+        "compresscodec": _codec_name(h),
+        "crc": h.crc,
+        "isvalid": batch.crc_error is None,
+    }
+
+
+def _record_fields(h: BatchHeader, record) -> dict:
+    key, value = record.key, record.value
+    fields = {
+        "offset": record.offset,
+        "timestampType": h.timestamp_type,
+        "timestamp": record.timestamp_ms,
+        "keySize": -1 if key is None else len(key),
+        "valueSize": -1 if value is None else len(value),
+        "sequence": _add_sequence(h.base_sequence, record.offset - h.base_offset),
+        "headerKeys": [k for k, _v in record.headers],
+    }
+    if h.is_control:
+        fields.update(_control_fields(key, value))
+    return fields
+
+
+def _codec_name(header: BatchHeader) -> str:
+    try:
+        return header.compression.name.lower()
+    except CorruptBatchError:
+        return f"unknown({header.attributes & 0x07})"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _data_fields(name: str, raw: bytes | None) -> dict:
+    if raw is None:
+        return {name: None}
+    try:
+        return {name: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {name: _text(raw), name + "Base64": base64.b64encode(raw).decode("ascii")}
+
+
+def _control_fields(key: bytes | None, value: bytes | None) -> dict:
+    """What a control record says: end-transaction marker or another control type."""
+    if key is None or len(key) < 4:
+        return {"controlType": "UNKNOWN(-1)"}
+    type_id = struct.unpack_from(">h", key, 2)[0]
+    name = _CONTROL_TYPES.get(type_id, "UNKNOWN")
+    if name in ("ABORT", "COMMIT") and value is not None and len(value) >= 6:
+        return {"endTxnMarker": name, "coordinatorEpoch": struct.unpack_from(">i", value, 2)[0]}
+    return {"controlType": f"{name}({type_id})"}
+
+
+class _Reports:
+    """What Kafka prints on stderr after all files: per file, in the order found."""
+
+    def __init__(self):
+        self.index_mismatches: dict[str, list[tuple[int, int, str]]] = {}
+        self.non_consecutive: dict[str, list[tuple[int, int]]] = {}
+        self.timestamp_mismatches: dict[str, list[tuple[int, int]]] = {}
+        self.out_of_order: dict[str, list[tuple[int, int]]] = {}
+        self.offsets_not_found: list[tuple[int, int]] = []
+
+    @property
+    def index_problems(self) -> bool:
+        return bool(self.index_mismatches or self.timestamp_mismatches or self.out_of_order or self.offsets_not_found)
+
+
+class _Options(NamedTuple):
+    print_data: bool
+    deep: bool
+    verify_only: bool
+    sanity_only: bool
+    max_bytes: int | None
+    json: bool
+
+
+class _Dumper:
+    def __init__(self, options: _Options, out, err):
+        self.options = options
+        self.out = out
+        self.err = err
+        self.reports = _Reports()
+        self.exit_code = 0
+
+    # - emitting -
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out)
+
+    def emit(self, object_type: str, /, **fields) -> None:
+        print(json.dumps({"type": object_type, **fields}), file=self.out)
+
+    # - files -
+
+    def dump(self, path: str) -> None:
+        kind, base_offset = classify(path)
+        if self.options.json:
+            self.emit("file", file=path, kind=kind)
+        else:
+            self.line(f"Dumping {path}")
+        if kind is None:
+            if self.options.json:
+                self.emit("ignored", file=path)
+            else:
+                print(f"Ignoring unknown file {path}", file=self.err)
+            return
+        try:
+            if kind == "log":
+                self.dump_log(path, base_offset)
+            elif kind == "index":
+                self.dump_offset_index(path, base_offset or 0)
+            else:
+                self.dump_time_index(path, base_offset or 0)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            print(f"logstore: error: {os_error_text(error)}", file=self.err)
+            self.exit_code = 2
+
+    def dump_log(self, path: str, base_offset: int | None) -> None:
+        options = self.options
+        if base_offset is not None:
+            if options.json:
+                self.emit("log_start", file=path, baseOffset=base_offset)
+            else:
+                self.line(f"Log starting offset: {base_offset}")
+        scanner = LogScanner(path, limit=options.max_bytes)
+        last_offset = -1
+        gaps = []
+        for batch in scanner:
+            self.print_batch(path, batch)
+            if not options.deep:
+                continue
+            try:
+                records = decode(batch.data, verify_crc=False)
+            except CorruptBatchError as error:
+                self.problem(path, f"cannot read the records of the batch at position {batch.position}: {error}")
+                continue
+            for record in records:
+                if last_offset != -1 and record.offset != last_offset + 1:
+                    gaps.append((last_offset, record.offset))
+                last_offset = record.offset
+                self.print_record(path, batch.header, record)
+        if gaps:
+            self.reports.non_consecutive.setdefault(os.path.abspath(path), []).extend(gaps)
+        tail = scanner.tail
+        if tail is not None and tail.invalid_bytes and options.max_bytes is None:
+            name = os.path.basename(path)
+            if options.json:
+                self.emit("invalid_bytes", file=path, position=tail.position, bytes=tail.invalid_bytes, reason=tail.reason)
+            else:
+                self.line(f"Found {tail.invalid_bytes} invalid bytes at the end of {name}")
+                print(f"Valid bytes of {path} end at position {tail.position}: {tail.reason}", file=self.err)
+
+    def print_batch(self, path: str, batch: ScannedBatch) -> None:
+        if self.options.json:
+            self.emit("batch", file=path, **_batch_fields(batch))
+        else:
+            self.line(_kafka_line(_batch_fields(batch)))
+
+    def print_record(self, path: str, h: BatchHeader, record) -> None:
+        fields = _record_fields(h, record)
+        data = self.options.print_data and not h.is_control
+        if self.options.json:
+            if data:
+                fields.update(_data_fields("key", record.key))
+                fields.update(_data_fields("payload", record.value))
+            self.emit("record", file=path, **fields)
+            return
+        text = "| " + _kafka_line(fields)
+        if data and record.key is not None:
+            text += f" key: {_text(record.key)}"
+        if data and record.value is not None:
+            text += f" payload: {_text(record.value)}"
+        self.line(text)
+
+    def problem(self, path: str, message: str) -> None:
+        if self.options.json:
+            self.emit("error", file=path, message=message)
+        else:
+            print(message, file=self.err)
+
+    # - indexes -
+
+    def _sanity(self, path: str, index) -> bool:
+        """Run the index's sanity check; print the outcome when it is the only thing asked."""
+        try:
+            index.sanity_check()
+        except CorruptIndexError as error:
+            if self.options.json:
+                self.emit("sanity_check", file=path, passed=False, message=str(error))
+            else:
+                print(f"{path} failed sanity check: {error}", file=self.err)
+            self.exit_code = max(self.exit_code, 1)
+            return False
+        if self.options.json:
+            self.emit("sanity_check", file=path, passed=True)
+        else:
+            self.line(f"{path} passed sanity check.")
+        return True
+
+    def _open_index(self, cls, path: str, base_offset: int):
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return cls(path, base_offset, writable=False)
+
+    def _log_batches(self, index_path: str) -> list[tuple[int, BatchHeader]] | None:
+        log_path = matching_log(index_path)
+        if not os.path.exists(log_path):
+            if self.options.verify_only:
+                self.problem(index_path, f"Cannot verify {index_path}: {log_path} does not exist")
+                self.exit_code = max(self.exit_code, 1)
+            return None
+        return [(b.position, b.header) for b in LogScanner(log_path, keep_data=False)]
+
+    def _empty(self, path: str) -> None:
+        if self.options.json:
+            self.emit("empty", file=path)
+        else:
+            self.line(f"{path} is empty.")
+
+    def dump_offset_index(self, path: str, base_offset: int) -> None:
+        index = self._open_index(OffsetIndex, path, base_offset)
+        if index.entries == 0:
+            self._empty(path)
+            return
+        if self.options.sanity_only:
+            self._sanity(path, index)
+            return
+        batches = self._log_batches(path)
+        by_position = None if batches is None else {p: h.last_offset for p, h in batches}
+        offsets, positions = index.to_arrays()
+        mismatches = []
+        for i, (offset, position) in enumerate(zip(offsets.tolist(), positions.tolist(), strict=True)):
+            if i > 0 and offset == base_offset:
+                break  # a zero tail: the rest of a preallocated, untrimmed file
+            if by_position is not None:
+                log_offset = by_position.get(position, -1)
+                if log_offset != offset:
+                    note = "" if log_offset != -1 else f" (no batch starts at position {position})"
+                    mismatches.append((offset, log_offset, note))
+                    if self.options.json:
+                        self.emit("index_mismatch", file=path, indexOffset=offset, logOffset=log_offset, position=position)
+            if self.options.verify_only:
+                continue
+            if self.options.json:
+                self.emit("index_entry", file=path, offset=offset, position=position)
+            else:
+                self.line(f"offset: {offset} position: {position}")
+        if mismatches:
+            self.reports.index_mismatches.setdefault(os.path.abspath(path), []).extend(mismatches)
+
+    def dump_time_index(self, path: str, base_offset: int) -> None:
+        index = self._open_index(TimeIndex, path, base_offset)
+        if index.entries == 0:
+            self._empty(path)
+            return
+        if self.options.sanity_only:
+            self._sanity(path, index)
+            return
+        batches = self._log_batches(path)
+        last_offsets = None if batches is None else [h.last_offset for _p, h in batches]
+        max_timestamps = None if batches is None else [h.max_timestamp for _p, h in batches]
+        timestamps, offsets = index.to_arrays()
+        previous = -1
+        key = os.path.abspath(path)
+        for i, (timestamp, offset) in enumerate(zip(timestamps.tolist(), offsets.tolist(), strict=True)):
+            if i > 0 and offset == base_offset:
+                break  # zero tail
+            if last_offsets is not None:
+                self._check_time_entry(path, key, timestamp, offset, previous, last_offsets, max_timestamps)
+            if not self.options.verify_only:
+                if self.options.json:
+                    self.emit("time_index_entry", file=path, timestamp=timestamp, offset=offset)
+                else:
+                    self.line(f"timestamp: {timestamp} offset: {offset}")
+            previous = timestamp
+
+    def _check_time_entry(self, path, key, timestamp, offset, previous, last_offsets, max_timestamps) -> None:
+        """Kafka's checks: the entry's offset ends a batch, whose max timestamp is the entry's, and
+        timestamps increase."""
+        slot = bisect.bisect_left(last_offsets, offset)
+        found = last_offsets[slot] if slot < len(last_offsets) else -1
+        if found != offset:
+            self.reports.offsets_not_found.append((offset, found))
+            if self.options.json:
+                self.emit("time_index_offset_not_found", file=path, indexOffset=offset, logOffset=found)
+            return
+        if max_timestamps[slot] != timestamp:
+            self.reports.timestamp_mismatches.setdefault(key, []).append((timestamp, max_timestamps[slot]))
+            if self.options.json:
+                self.emit(
+                    "time_index_mismatch", file=path, indexTimestamp=timestamp, logTimestamp=max_timestamps[slot]
+                )
+        if previous >= timestamp:
+            self.reports.out_of_order.setdefault(key, []).append((timestamp, previous))
+            if self.options.json:
+                self.emit("time_index_out_of_order", file=path, indexTimestamp=timestamp, previousTimestamp=previous)
+
+    # - the end -
+
+    def finish(self) -> int:
+        reports = self.reports
+        if reports.index_problems:
+            self.exit_code = max(self.exit_code, 1)
+        if self.options.json:
+            for path, gaps in reports.non_consecutive.items():
+                for before, after in gaps:
+                    self.emit("non_consecutive", file=path, offset=before, nextOffset=after)
+            return self.exit_code
+        err = self.err
+        for path, mismatches in reports.index_mismatches.items():
+            print(f"Mismatches in :{path}", file=err)
+            for index_offset, log_offset, note in mismatches:
+                print(f"  Index offset: {index_offset}, log offset: {log_offset}{note}", file=err)
+        for path, found in reports.timestamp_mismatches.items():
+            print(f"Found timestamp mismatch in :{path}", file=err)
+            for index_ts, log_ts in found:
+                print(f"  Index timestamp: {index_ts}, log timestamp: {log_ts}", file=err)
+        for path, found in reports.out_of_order.items():
+            print(f"Found out of order timestamp in :{path}", file=err)
+            for index_ts, previous in found:
+                print(f"  Index timestamp: {index_ts}, Previously indexed timestamp: {previous}", file=err)
+        if reports.offsets_not_found:
+            print("The following indexed offsets are not found in the log.", file=err)
+            for index_offset, log_offset in reports.offsets_not_found:
+                print(f"Indexed offset: {index_offset}, found log offset: {log_offset}", file=err)
+        for path, gaps in reports.non_consecutive.items():
+            print(f"Non-consecutive offsets in {path}", file=err)
+            for before, after in gaps:
+                print(f"  {before} is followed by {after}", file=err)
+        return self.exit_code
+
+
+def os_error_text(error: OSError) -> str:
+    """``"No such file or directory: x.log"`` rather than ``"[Errno 2] ..."``."""
+    if error.filename is not None and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    return str(error)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def dump_files(
+    paths,
+    *,
+    print_data_log: bool = False,
+    deep_iteration: bool = False,
+    verify_index_only: bool = False,
+    index_sanity_check: bool = False,
+    max_bytes: int | None = None,
+    as_json: bool = False,
+    out=None,
+    err=None,
+) -> int:
+    """Dump ``paths`` to ``out``/``err`` (default stdout/stderr); returns the exit status."""
+    options = _Options(
+        print_data=print_data_log,
+        deep=deep_iteration or print_data_log,
+        verify_only=verify_index_only,
+        sanity_only=index_sanity_check,
+        max_bytes=max_bytes,
+        json=as_json,
+    )
+    dumper = _Dumper(options, out or sys.stdout, err or sys.stderr)
+    for path in paths:
+        dumper.dump(os.fspath(path))
+    return dumper.finish()
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "dump",
+        help="print segment files (.log, .index, .timeindex) like kafka-dump-log",
+        description=(
+            "Print the batches of .log files and the entries of .index/.timeindex files, in the "
+            "line format of Kafka's kafka-dump-log. Reads only; works on damaged files. An index "
+            "is checked against the .log of the same name when that file exists."
+        ),
+        epilog="exit status: 0 dumped; 1 --verify-index-only or --index-sanity-check found a problem; "
+        "2 a file could not be read",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="segment files; the type comes from the suffix")
+    parser.add_argument(
+        "--print-data-log", action="store_true", help="print record keys and payloads (implies --deep-iteration)"
+    )
+    parser.add_argument("--deep-iteration", action="store_true", help="print every record, not only batches")
+    parser.add_argument(
+        "--verify-index-only",
+        action="store_true",
+        help="check index entries against the .log without printing them; mismatches go to stderr",
+    )
+    parser.add_argument(
+        "--index-sanity-check",
+        action="store_true",
+        help="only run the index sanity check (order of entries, no zero tail, whole entries)",
+    )
+    parser.add_argument(
+        "--max-bytes", type=_non_negative, default=None, metavar="N", help="read at most N bytes of each .log"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line (file, batch, record, entry)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    return dump_files(
+        args.files,
+        print_data_log=args.print_data_log,
+        deep_iteration=args.deep_iteration,
+        verify_index_only=args.verify_index_only,
+        index_sanity_check=args.index_sanity_check,
+        max_bytes=args.max_bytes,
+        as_json=args.json,
+    )

@@ -127,8 +127,12 @@ class Log:
             return
         segments = [Segment.open(directory, base, config, active=(i == len(bases) - 1)) for i, base in enumerate(bases)]
         truncated = 0
-        if self.was_clean_shutdown:
-            segments[-1].load_active()
+        if self.was_clean_shutdown and not segments[-1].load_active():
+            # the active segment does not look like a clean close left it: re-validate it
+            truncated += segments[-1].recover(max_batch_bytes=max(config.max_batch_bytes, config.segment_bytes))
+            self.was_clean_shutdown = False
+            recovery_point = min(checkpoint.recovery_point, segments[-1].next_offset)
+        elif self.was_clean_shutdown:
             recovery_point = segments[-1].next_offset
         else:
             recover_from = checkpoint.recovery_point if checkpoint else 0

@@ -418,21 +418,39 @@ class Segment:
         self._open_indexes_writable()
         self._active = True
 
-    def load_active(self) -> None:
+    def load_active(self) -> bool:
         """Open an active segment after a clean shutdown: writable indexes, next offset and max
-        timestamp from the last index entry onwards (reads at most one index interval)."""
+        timestamp from the last index entry onwards (reads at most one index interval).
+
+        Returns False, and changes nothing on disk, if the indexes fail their sanity check or the
+        batches after the last index entry do not end exactly at the end of the file; the caller
+        then runs :meth:`recover`.
+        """
         self._open_indexes_writable()
+        try:
+            self._offset_index.sanity_check()
+            self._time_index.sanity_check()
+        except CorruptIndexError:
+            return False
         start = self._offset_index.floor(2**63 - 1)[1] if self._offset_index.entries else 0
         max_ts = self._time_index.last_entry
-        next_offset = self._offset_index.last_offset + 1 if self._offset_index.entries else self.base_offset
-        for _position, header in self.iter_headers(start, self.size):
-            next_offset = header.next_offset
-            if header.max_timestamp > max_ts[0]:
-                max_ts = (header.max_timestamp, header.last_offset)
+        next_offset = self.base_offset
+        end = start
+        try:
+            for position, header in self.iter_headers(start, self.size):
+                next_offset = header.next_offset
+                end = position + header.size
+                if header.max_timestamp > max_ts[0]:
+                    max_ts = (header.max_timestamp, header.last_offset)
+        except CorruptBatchError:
+            return False
+        if end != self.size:
+            return False
         self._next_offset = next_offset
         self._max_timestamp = max_ts
         self._bytes_since_index_entry = self.size - start
         self._active = True
+        return True
 
     def recover(self, *, max_batch_bytes: int, contiguous_from: int | None = None) -> int:
         """Validate every batch from position 0, rebuild both indexes, and truncate the ``.log`` at
@@ -564,6 +582,18 @@ class Segment:
         start = self.offset_index.floor(offset)[1]
         if start > end:
             start = 0
+        try:
+            return self._scan_for(offset, start, end)
+        except CorruptBatchError:
+            if start == 0 or self._active:
+                raise
+        # A sealed index entry that passed its sanity check still pointed at no batch: the index
+        # is damaged in a way ordering cannot show. It is a cache: rebuild it and look again.
+        with self._lazy_lock:
+            self._offset_index = self._rebuilt_index(OffsetIndex)
+        return self._scan_for(offset, self.offset_index.floor(offset)[1], end)
+
+    def _scan_for(self, offset: int, start: int, end: int) -> tuple[int, BatchHeader] | None:
         for position, header in self.iter_headers(start, end):
             if header.last_offset >= offset:
                 return position, header

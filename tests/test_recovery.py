@@ -256,3 +256,38 @@ def test_finished_swap_is_completed(tmp_path):
         assert not any(n.endswith(".swap") for n in os.listdir(directory))
         got = read_all(log)
         assert len(got) == 180 and got[:first_end] == [value(i) for i in range(first_end)]
+
+
+def test_clean_marker_with_a_damaged_active_tail_is_still_recovered(tmp_path):
+    """A clean marker is a claim, not a proof: the active segment's tail is checked anyway."""
+    directory = tmp_path / "p"
+    with Log(directory, config()) as log:
+        for b in range(60):
+            log.append([value(3 * b + j) for j in range(3)], timestamps_ms=1000 + b)
+    append_garbage(active_log_path(directory), 0.5)
+    with Log(directory, config()) as log:
+        assert not log.was_clean_shutdown
+        assert log.recovered_bytes_truncated > 0
+        assert read_all(log) == [value(i) for i in range(180)]
+
+
+def test_sealed_index_pointing_between_batches_is_rebuilt_on_use(tmp_path):
+    """An entry can keep the index ordered and still point at no batch: the read rebuilds."""
+    directory = tmp_path / "p"
+    with Log(directory, config()) as log:
+        for b in range(60):
+            log.append([value(3 * b + j) for j in range(3)], timestamps_ms=1000 + b)
+        first_end = log.segments[1].base_offset
+    index_path = os.path.join(directory, segment_prefix(0) + ".index")
+    with open(index_path, "r+b") as f:
+        data = bytearray(f.read())
+        assert len(data) >= 16
+        # move entry 0's position forward by 3 bytes: still ordered, but not a batch start
+        position = int.from_bytes(data[4:8], "big") + 3
+        data[4:8] = position.to_bytes(4, "big")
+        f.seek(0)
+        f.write(data)
+    with Log(directory, config()) as log:
+        assert log.was_clean_shutdown
+        for offset in range(first_end):
+            assert log.read(offset)[0].value == value(offset)

@@ -199,3 +199,20 @@ def test_close_leaves_every_partition_clean(tmp_path):
         assert os.path.exists(tmp_path / f"t-{p}" / ".clean_shutdown")
     with open_store(tmp_path) as store:
         assert all(log.was_clean_shutdown for _t, _p, log in store.logs())
+
+
+def test_background_thread_rolls_idle_partitions_and_flushes(tmp_path):
+    import time
+
+    config = {"segment_ms": 50, "durability": "interval", "flush_ms": 50}
+    with LogStore(tmp_path, background=True) as store:
+        store.create_topic("t", 1, config)
+        store.append("t", [b"x"], partition=0)
+        log = store.log("t", 0)
+        assert log.durable_offset == 0
+        deadline = time.monotonic() + 10
+        while (len(log.segments) < 2 or log.durable_offset < 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(log.segments) == 2  # rolled with no append: the timer did it
+        assert log.durable_offset == 1  # fsynced by the interval flush, not by an append
+    assert not any(t.name == "logstore-background" for t in threading.enumerate())

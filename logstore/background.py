@@ -1,15 +1,21 @@
 """The only module that starts threads: the store's timer.
 
 Every ``tick_ms`` it asks each partition log to roll if its active segment is older than
-``segment_ms`` (so an idle partition still rolls, unlike Kafka where only an append can) and to
-fsync if ``flush_ms`` passed (``durability="interval"``). A failure in one log is logged and does
-not stop the others or the thread. ``stop()`` wakes the thread and joins it promptly.
+``segment_ms`` (so an idle partition still rolls, unlike Kafka where only an append can), to
+fsync if ``flush_ms`` passed (``durability="interval"``) and to unlink ``*.deleted`` files whose
+delay is over. Every ``retention_check_interval_ms`` it plans retention for each log whose
+cleanup policy includes ``delete`` (:func:`logstore.retention.plan_retention`, a pure function)
+and hands the plan to :meth:`Log.delete_segments`. A failure in one log is logged and does not
+stop the others or the thread. ``stop()`` wakes the thread and joins it promptly.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+
+from .retention import plan_retention
 
 __all__ = ["Background"]
 
@@ -17,9 +23,12 @@ logger = logging.getLogger("logstore.background")
 
 
 class Background:
-    def __init__(self, store, *, tick_ms: int = 200):
+    def __init__(self, store, *, tick_ms: int = 200, retention_check_interval_ms: int = 300_000, clock_ms=None):
         self._store = store
         self._tick_s = tick_ms / 1000
+        self._retention_interval_ms = retention_check_interval_ms
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._next_retention_ms = self._clock_ms() + min(retention_check_interval_ms, 30_000)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="logstore-background", daemon=True)
 
@@ -31,14 +40,21 @@ class Background:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
 
-    def tick(self) -> None:
+    def tick(self, now_ms: int | None = None) -> None:
         """One round over every log (also callable directly, e.g. from tests)."""
+        now_ms = self._clock_ms() if now_ms is None else now_ms
+        check_retention = now_ms >= self._next_retention_ms
+        if check_retention:
+            self._next_retention_ms = now_ms + self._retention_interval_ms
         for topic, partition, log in self._store.logs():
             if self._stop.is_set():
                 return
             try:
                 log.maybe_roll()
                 log.maybe_flush()
+                if check_retention:
+                    enforce_retention(log, now_ms)
+                log.purge_deleted()
             except Exception:  # one bad partition must not stop the others
                 if not log.closed:
                     logger.exception("background work failed for %s-%d", topic, partition)
@@ -46,3 +62,25 @@ class Background:
     def _run(self) -> None:
         while not self._stop.wait(self._tick_s):
             self.tick()
+
+
+def enforce_retention(log, now_ms: int) -> int:
+    """Plan retention for one log and carry the plan out; returns the segments deleted."""
+    config = log.config
+    if "delete" not in config.cleanup_policy.split(","):
+        # compacted-only topics still honour delete_records (the log start offset)
+        config = config.replace(retention_ms=None, retention_bytes=None)
+    plan = plan_retention(
+        log.segment_infos(),
+        now_ms=now_ms,
+        retention_ms=config.retention_ms,
+        retention_bytes=config.retention_bytes,
+        log_start_offset=log.log_start_offset,
+        high_watermark=log.high_watermark,
+    )
+    if plan.empty:
+        return 0
+    deleted = log.delete_segments(plan.base_offsets, now_ms=now_ms)
+    if deleted:
+        logger.info("retention deleted %d segment(s) of %s (%s)", deleted, log.directory, ",".join(sorted(set(plan.reasons))))
+    return deleted

@@ -46,6 +46,9 @@ class LogConfig:
     retention_ms: int | None = 7 * 24 * 60 * 60 * 1000
     retention_bytes: int | None = None
     cleanup_policy: str = "delete"
+    #: deleted segments are renamed ``.deleted`` and unlinked this much later (readers that
+    #: already hold one keep reading it in any case: the file stays open)
+    file_delete_delay_ms: int = 60_000
     #: codec for records appended as Python values: none, gzip, snappy, lz4, zstd
     compression: str = "none"
 
@@ -72,6 +75,7 @@ class LogConfig:
             positive_int("retention_ms", self.retention_ms)
         if self.retention_bytes is not None:
             positive_int("retention_bytes", self.retention_bytes, 0)
+        positive_int("file_delete_delay_ms", self.file_delete_delay_ms, 0)
         if self.cleanup_policy not in CLEANUP_POLICIES:
             raise ConfigError(f"cleanup_policy must be one of {CLEANUP_POLICIES}, got {self.cleanup_policy!r}")
         if self.compression not in COMPRESSION_NAMES:

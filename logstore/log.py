@@ -49,6 +49,7 @@ from .recovery import (
     write_checkpoint,
     write_clean_shutdown_marker,
 )
+from .retention import SegmentInfo
 from .segment import FileSlice, Segment
 
 __all__ = ["Log", "AppendInfo", "OffsetAndTimestamp", "LATEST", "EARLIEST", "MAX_TIMESTAMP"]
@@ -97,6 +98,7 @@ class Log:
         self._closed = False
         self._appended_cond = threading.Condition(threading.Lock())
         self._dir_dirty = False
+        self._pending_deletes: list[tuple[int, Segment]] = []
         self.recovered_bytes_truncated = 0
         self.was_clean_shutdown = False
         os.makedirs(self.directory, exist_ok=True)
@@ -728,6 +730,86 @@ class Log:
         self._durable_offset = self.log_end_offset
         write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
 
+    # --- deleting old segments (mechanism; the policy is logstore.retention) ----------------------
+
+    def segment_infos(self) -> list[SegmentInfo]:
+        """Metadata of every segment, oldest first, for :func:`logstore.retention.plan_retention`."""
+        self._check_open()
+        return [
+            SegmentInfo(s.base_offset, s.next_offset, s.size, s.max_timestamp[0], s.last_modified_ms)
+            for s in self._segments
+        ]
+
+    def delete_segments(self, base_offsets: Sequence[int], *, now_ms: int | None = None) -> int:
+        """Delete the oldest segments named by ``base_offsets`` (which must be a prefix of the
+        current segments, else nothing happens and 0 is returned). If the active segment is among
+        them the log rolls first, so an empty active segment remains.
+
+        ``log_start_offset`` rises to the first remaining segment's base offset. Files are renamed
+        ``*.deleted`` at once and unlinked ``file_delete_delay_ms`` later by :meth:`purge_deleted`;
+        readers that already hold a deleted segment (or a slice of it) keep reading it. Returns the
+        number of segments deleted.
+        """
+        now_ms = self._clock_ms() if now_ms is None else now_ms
+        with self._lock:
+            self._check_open()
+            count = len(base_offsets)
+            if not count or [s.base_offset for s in self._segments[:count]] != list(base_offsets):
+                return 0
+            if count == len(self._segments):
+                if self._segments[-1].size == 0:
+                    count -= 1  # an empty active segment is never deleted
+                    if not count:
+                        return 0
+                else:
+                    self._roll(self.log_end_offset)
+            doomed = self._segments[:count]
+            self._segments = self._segments[count:]
+            self._bases = self._bases[count:]
+            self._flushed_segments = max(0, self._flushed_segments - count)
+            self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+            self._durable_offset = max(self._durable_offset, min(self._log_start_offset, self.log_end_offset))
+            for segment in doomed:
+                segment.mark_deleted()
+            fsync_dir(self.directory)
+            write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
+            deadline = now_ms + self.config.file_delete_delay_ms
+            self._pending_deletes.extend((deadline, segment) for segment in doomed)
+        self.purge_deleted(now_ms)
+        return len(doomed)
+
+    def delete_records(self, before_offset: int) -> int:
+        """Raise ``log_start_offset`` to ``before_offset`` (Kafka's DeleteRecords): records below
+        it can no longer be read (:class:`OffsetOutOfRangeError`), and segments that lie wholly
+        below it are deleted. ``before_offset`` above the high watermark raises
+        ``OffsetOutOfRangeError``; at or below the current start it changes nothing.
+        Returns the new ``log_start_offset``."""
+        with self._lock:
+            self._check_open()
+            if not isinstance(before_offset, int) or isinstance(before_offset, bool):
+                raise TypeError(f"before_offset must be an int, got {type(before_offset).__name__}")
+            if before_offset > self.high_watermark:
+                raise OffsetOutOfRangeError(before_offset, self._log_start_offset, self.high_watermark)
+            if before_offset <= self._log_start_offset:
+                return self._log_start_offset
+            self._log_start_offset = before_offset
+            write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
+            below = [s.base_offset for s in self._segments if s.next_offset <= before_offset]
+            below = below[: len(self._segments) - 1] if self._segments[-1].size == 0 else below
+            if below:
+                self.delete_segments(below)
+            return self._log_start_offset
+
+    def purge_deleted(self, now_ms: int | None = None, *, everything: bool = False) -> int:
+        """Unlink ``*.deleted`` files whose delay has passed; returns how many segments went."""
+        now_ms = self._clock_ms() if now_ms is None else now_ms
+        with self._lock:
+            due = [s for deadline, s in self._pending_deletes if everything or deadline <= now_ms]
+            self._pending_deletes = [(d, s) for d, s in self._pending_deletes if not (everything or d <= now_ms)]
+        for segment in due:
+            segment.delete_files()
+        return len(due)
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -738,6 +820,7 @@ class Log:
             self._sync_locked()
             for segment in self._segments:
                 segment.close()
+            self.purge_deleted(everything=True)
             self._closed = True
             write_clean_shutdown_marker(self.directory)
         with self._appended_cond:

@@ -32,7 +32,7 @@ from . import batch as batch_format
 from .batch import HEADER, HEADER_SIZE, BatchHeader
 from .config import LogConfig
 from .errors import CorruptBatchError, CorruptIndexError, LogClosedError
-from .files import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, segment_path
+from .files import DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, segment_path
 from .index import OffsetIndex, TimeIndex
 
 __all__ = ["Segment", "SegmentFile", "FileSlice"]
@@ -301,8 +301,29 @@ class Segment:
     def max_timestamp(self) -> tuple[int, int]:
         """``(largest batch max timestamp, last offset of that batch)``; ``(-1, base_offset)`` if none."""
         if self._max_timestamp is None:
-            self._max_timestamp = self.time_index.last_entry
+            peeked = None if self._time_index is not None else self._peek_last_time_entry()
+            self._max_timestamp = peeked if peeked is not None else self.time_index.last_entry
         return self._max_timestamp
+
+    def _peek_last_time_entry(self) -> tuple[int, int] | None:
+        """The last entry of a sealed ``.timeindex`` (its final entry: the segment's max timestamp)
+        read with one 12-byte pread instead of loading the whole index; ``None`` if the file does
+        not look trimmed and sane (then the caller loads and checks the index)."""
+        try:
+            with open(self.timeindex_path, "rb") as f:
+                length = os.fstat(f.fileno()).st_size
+                if length == 0:
+                    return (-1, self.base_offset)
+                if length % 12:
+                    return None
+                data = os.pread(f.fileno(), 12, length - 12)
+        except FileNotFoundError:
+            return None
+        timestamp_ms = int.from_bytes(data[:8], "big", signed=True)
+        relative_offset = int.from_bytes(data[8:], "big")
+        if timestamp_ms < 0 or (relative_offset == 0 and length > 12):
+            return None
+        return (timestamp_ms, self.base_offset + relative_offset)
 
     @property
     def largest_timestamp_ms(self) -> int:
@@ -634,6 +655,32 @@ class Segment:
                 index.close(trim=True)
         if self._file is not None:
             self._file.close()
+
+    @property
+    def last_modified_ms(self) -> int:
+        """When the ``.log`` was last written (its mtime), in milliseconds."""
+        return int(os.fstat(self.file.fd).st_mtime * 1000)
+
+    def mark_deleted(self) -> None:
+        """Rename the three files ``*.deleted`` (the first step of deleting a segment).
+
+        The ``.log`` is opened first if it was not, so anyone holding this segment or a slice
+        of it keeps reading; the paths move with the files so lazy index loads still work.
+        """
+        self.file  # noqa: B018 - open the fd before the name goes away
+        for attribute in ("log_path", "index_path", "timeindex_path"):
+            path = getattr(self, attribute)
+            new_path = path + DELETED_SUFFIX
+            index = {"index_path": self._offset_index, "timeindex_path": self._time_index}.get(attribute)
+            try:
+                if index is not None:
+                    index.rename(new_path)
+                else:
+                    os.replace(path, new_path)
+            except FileNotFoundError:
+                pass
+            setattr(self, attribute, new_path)
+        self._active = False
 
     def delete_files(self) -> None:
         """Unlink the three files (missing ones are fine). Nothing is closed here: a reader still

@@ -119,6 +119,7 @@ class LogStore:
         default_config: LogConfig | None = None,
         default_partitions: int = 1,
         background: bool = True,
+        retention_check_interval_ms: int = 300_000,
         clock_ms=None,
     ):
         self.data_dir = os.path.abspath(os.fspath(data_dir))
@@ -149,7 +150,7 @@ class LogStore:
         if background:
             from .background import Background
 
-            self._background = Background(self)
+            self._background = Background(self, retention_check_interval_ms=retention_check_interval_ms)
             self._background.start()
 
     # --- the directory lock -------------------------------------------------------------------

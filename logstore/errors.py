@@ -16,6 +16,7 @@ __all__ = [
     "CorruptIndexError",
     "OffsetOutOfRangeError",
     "RecordTooLargeError",
+    "InvalidRecordError",
     "LogClosedError",
     "LogLockedError",
     "ConfigError",
@@ -93,6 +94,11 @@ class OffsetOutOfRangeError(LogStoreError):
 
 class RecordTooLargeError(LogStoreError):
     """A batch is larger than the segment (or message size limit) can hold; nothing was written."""
+
+
+class InvalidRecordError(LogStoreError, ValueError):
+    """A record breaks a rule of its topic (a keyless record in a compacted topic); nothing was
+    written. Also a ``ValueError``."""
 
 
 # --- Lifecycle ----------------------------------------------------------------------------------

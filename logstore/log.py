@@ -21,44 +21,28 @@ only whole batches below ``log_end_offset``.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-import numpy as np
-
 from . import batch as batch_format
-from .batch import BatchHeader, Compression, Record
+from .batch import BatchHeader, Compression
 from .config import LogConfig
 from .errors import (
     CorruptBatchError,
+    InvalidRecordError,
     LogClosedError,
-    OffsetOutOfRangeError,
     RecordTooLargeError,
 )
 from .files import fsync_dir
-from .recovery import (
-    Checkpoint,
-    read_checkpoint,
-    resolve_leftovers,
-    segment_base_offsets,
-    take_clean_shutdown_marker,
-    write_checkpoint,
-    write_clean_shutdown_marker,
-)
-from .retention import SegmentInfo
-from .segment import FileSlice, Segment
+from .log_cleanup import LogCleanup
+from .log_read import EARLIEST, LATEST, MAX_TIMESTAMP, LogReads, OffsetAndTimestamp
+from .recovery import Checkpoint, open_segments, write_checkpoint, write_clean_shutdown_marker
+from .segment import Segment
 
 __all__ = ["Log", "AppendInfo", "OffsetAndTimestamp", "LATEST", "EARLIEST", "MAX_TIMESTAMP"]
-
-#: Special targets of :meth:`Log.offset_for_timestamp`, with Kafka's ListOffsets values.
-LATEST = -1
-EARLIEST = -2
-MAX_TIMESTAMP = -3
-
 
 class AppendInfo(NamedTuple):
     """Where an append went: offsets ``base_offset..last_offset`` and the largest timestamp."""
@@ -69,16 +53,11 @@ class AppendInfo(NamedTuple):
     record_count: int
 
 
-class OffsetAndTimestamp(NamedTuple):
-    offset: int
-    timestamp_ms: int
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Log:
+class Log(LogReads, LogCleanup):
     """One partition: ordered segments in ``directory`` (created if missing).
 
     ``Log(directory, config)`` opens the log, recovering after an unclean stop (see
@@ -99,6 +78,7 @@ class Log:
         self._appended_cond = threading.Condition(threading.Lock())
         self._dir_dirty = False
         self._pending_deletes: list[tuple[int, Segment]] = []
+        self._compacted = "compact" in self.config.cleanup_policy.split(",")
         self.recovered_bytes_truncated = 0
         self.was_clean_shutdown = False
         os.makedirs(self.directory, exist_ok=True)
@@ -108,70 +88,18 @@ class Log:
 
     def _load(self) -> None:
         directory = self.directory
-        clean = take_clean_shutdown_marker(directory)
-        leftovers = resolve_leftovers(directory)
-        checkpoint = read_checkpoint(directory)
-        bases = segment_base_offsets(directory)
-        config = self.config
-        self.was_clean_shutdown = clean and not leftovers and checkpoint is not None
-        if not bases:
-            start = checkpoint.log_start_offset if checkpoint else 0
-            segments = [Segment.create(directory, start, config)]
-            fsync_dir(directory)
-            self._segments = segments
-            self._bases = [start]
-            self._log_start_offset = start
-            self._durable_offset = start
-            self._flushed_segments = 0
-            self._last_flush_ms = self._clock_ms()
-            self._unflushed_messages = 0
-            write_checkpoint(directory, Checkpoint(start, start))
-            return
-        segments = [Segment.open(directory, base, config, active=(i == len(bases) - 1)) for i, base in enumerate(bases)]
-        truncated = 0
-        if self.was_clean_shutdown and not segments[-1].load_active():
-            # the active segment does not look like a clean close left it: re-validate it
-            truncated += segments[-1].recover(max_batch_bytes=max(config.max_batch_bytes, config.segment_bytes))
-            self.was_clean_shutdown = False
-            recovery_point = min(checkpoint.recovery_point, segments[-1].next_offset)
-        elif self.was_clean_shutdown:
-            recovery_point = segments[-1].next_offset
-        else:
-            recover_from = checkpoint.recovery_point if checkpoint else 0
-            # the segment containing the recovery point, and every later one, are re-validated
-            first = max(0, bisect.bisect_right(bases, recover_from) - 1)
-            keep = len(segments)
-            for i in range(first, len(segments)):
-                segment = segments[i]
-                cut = segment.recover(
-                    max_batch_bytes=max(config.max_batch_bytes, config.segment_bytes),
-                    contiguous_from=recover_from if i == len(segments) - 1 else None,
-                )
-                truncated += cut
-                if cut and i < len(segments) - 1:
-                    keep = i + 1  # nothing after a damaged point survives (Kafka's rule)
-                    break
-                if i < len(segments) - 1:
-                    segment.seal()
-            for segment in segments[keep:]:
-                segment.delete_files()
-            segments = segments[:keep]
-            recovery_point = min(recover_from, segments[-1].next_offset)
-        self.recovered_bytes_truncated = truncated
-        self._segments = segments
-        self._bases = [s.base_offset for s in segments]
-        log_start = segments[0].base_offset
-        if checkpoint is not None:
-            log_start = max(log_start, min(checkpoint.log_start_offset, segments[-1].next_offset))
-        self._log_start_offset = log_start
-        self._durable_offset = max(recovery_point, log_start)
+        loaded = open_segments(directory, self.config)
+        self.was_clean_shutdown = loaded.clean
+        self.recovered_bytes_truncated = loaded.truncated_bytes
+        self._segments = loaded.segments
+        self._bases = [s.base_offset for s in loaded.segments]
+        self._log_start_offset = loaded.log_start_offset
+        self._durable_offset = loaded.recovery_point
         # what survived recovery may still be only in the page cache: durable is what the
         # checkpoint proved (Kafka's rule); the next flush covers the rest
         self._flushed_segments = self._bisect_segment(self._durable_offset)
         self._last_flush_ms = self._clock_ms()
         self._unflushed_messages = 0
-        if truncated or leftovers:
-            fsync_dir(directory)
         write_checkpoint(directory, Checkpoint(self._durable_offset, self._log_start_offset))
 
     # --- state ---------------------------------------------------------------------------------
@@ -243,6 +171,11 @@ class Log:
         ``ValueError``; a batch larger than
         ``max_batch_bytes`` raises :class:`RecordTooLargeError` and nothing is written.
         """
+        if self._compacted and (keys is None or any(k is None for k in keys)):
+            raise InvalidRecordError(
+                f"log {self.directory} is compacted (cleanup_policy={self.config.cleanup_policy!r}): "
+                "every record needs a key"
+            )
         if compression is None:
             compression = self.config.compression
         if isinstance(compression, str):
@@ -288,7 +221,8 @@ class Log:
         """Append record batches already encoded (as a producer sends them) without decoding them.
 
         Each batch is checked (size, magic, CRC); its base offset is rewritten to the next offsets
-        of this log (outside the CRC, so the batch stays valid). Anything invalid raises
+        of this log (outside the CRC, so the batch stays valid). In a compacted log the records
+        are decoded too, to refuse keyless ones (:class:`InvalidRecordError`), as Kafka does. Anything invalid raises
         :class:`CorruptBatchError` and nothing is written; a batch over ``max_batch_bytes`` raises
         :class:`RecordTooLargeError`.
         """
@@ -309,6 +243,12 @@ class Log:
                 )
             headers.append((position, header))
             position += header.size
+        if self._compacted:
+            for position, _header in headers:
+                if any(key is None for key in batch_format.decode_columns(buf, position).keys):
+                    raise InvalidRecordError(
+                        f"log {self.directory} is compacted: a batch at position {position} has a record without a key"
+                    )
         with self._lock:
             self._check_open()
             next_offset = self.log_end_offset
@@ -477,198 +417,6 @@ class Log:
             self._check_open()
             write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
 
-    # --- reading -------------------------------------------------------------------------------
-
-    def _bisect_segment(self, offset: int) -> int:
-        return max(0, bisect.bisect_right(self._bases, offset) - 1)
-
-    def _check_range(self, offset: int, end: int) -> None:
-        if not isinstance(offset, int) or isinstance(offset, bool):
-            raise TypeError(f"offset must be an int, got {type(offset).__name__}")
-        if offset < self._log_start_offset or offset > end:
-            raise OffsetOutOfRangeError(offset, self._log_start_offset, end)
-
-    def _locate(self, offset: int, max_offset: int):
-        """(segments snapshot, index of segment, position, header) of the first batch holding an
-        offset >= ``offset`` below ``max_offset``, or None."""
-        segments = self._segments
-        bases = self._bases
-        i = max(0, bisect.bisect_right(bases, offset) - 1)
-        while i < len(segments):
-            segment = segments[i]
-            if segment.base_offset >= max_offset:
-                return None
-            found = segment.find_batch(offset)
-            if found is not None:
-                if found[1].base_offset >= max_offset:
-                    return None
-                return segments, i, found[0], found[1]
-            i += 1
-        return None
-
-    def read(self, offset: int, *, max_bytes: int = 1024 * 1024, max_offset: int | None = None) -> list[Record]:
-        """Records from ``offset`` on, decoded, up to about ``max_bytes`` of batches (always at
-        least one whole batch, even a larger one) and below ``max_offset`` (default: the end).
-
-        ``offset == log_end_offset`` returns ``[]``. An offset below ``log_start_offset`` or above
-        ``log_end_offset`` raises :class:`OffsetOutOfRangeError`. A batch that fails its CRC raises
-        :class:`CorruptBatchError` naming the file and position.
-        """
-        records: list[Record] = []
-        for segment, data, at, header, first, stop in self._read_batches(offset, max_bytes, max_offset):
-            decoded = batch_format.decode(data, at, path=segment.log_path)
-            if first or stop < header.last_offset + 1:
-                decoded = [r for r in decoded if offset <= r.offset < stop]
-            records.extend(decoded)
-        return records
-
-    def read_columns(
-        self, offset: int, *, max_bytes: int = 1024 * 1024, max_offset: int | None = None
-    ) -> batch_format.RecordColumns:
-        """Like :meth:`read`, but column by column (offsets and timestamps as numpy int64 arrays,
-        keys, values and headers as lists): the fast path for bulk consumers."""
-        offsets, timestamps, keys, values, headers = [], [], [], [], []
-        for segment, data, at, header, first, stop in self._read_batches(offset, max_bytes, max_offset):
-            columns = batch_format.decode_columns(data, at, path=segment.log_path)
-            if first or stop < header.last_offset + 1:
-                keep = (columns.offsets >= offset) & (columns.offsets < stop)
-                picked = np.flatnonzero(keep).tolist()
-                columns = batch_format.RecordColumns(
-                    columns.offsets[keep],
-                    columns.timestamps_ms[keep],
-                    [columns.keys[i] for i in picked],
-                    [columns.values[i] for i in picked],
-                    [columns.headers[i] for i in picked],
-                )
-            offsets.append(columns.offsets)
-            timestamps.append(columns.timestamps_ms)
-            keys.extend(columns.keys)
-            values.extend(columns.values)
-            headers.extend(columns.headers)
-        if not offsets:
-            empty = np.empty(0, dtype=np.int64)
-            return batch_format.RecordColumns(empty, empty.copy(), [], [], [])
-        return batch_format.RecordColumns(np.concatenate(offsets), np.concatenate(timestamps), keys, values, headers)
-
-    def _read_batches(self, offset: int, max_bytes: int, max_offset: int | None):
-        """Yield ``(segment, data, position in data, header, is_first, stop)`` for each batch to
-        decode; ``stop`` is the offset (exclusive) reads must not reach."""
-        self._check_open()
-        stop = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
-        self._check_range(offset, self.log_end_offset)
-        first = True
-        for segment, position, size in self._read_plan(offset, max_bytes, stop):
-            data = segment.read(position, size)
-            at = 0
-            while at < size:
-                header = batch_format.unpack_header(data, at, path=segment.log_path)
-                yield segment, data, at, header, first, stop
-                first = False
-                at += header.size
-
-    def _read_plan(self, offset: int, max_bytes: int, end: int) -> list[tuple[Segment, int, int]]:
-        """(segment, position, size) ranges of whole batches to read, across segments."""
-        plan = []
-        if offset >= end:
-            return plan
-        located = self._locate(offset, end)
-        if located is None:
-            return plan
-        segments, i, position, header = located
-        budget = max_bytes
-        first = True
-        while i < len(segments):
-            segment = segments[i]
-            size = 0
-            for _batch_position, batch_header in segment.iter_headers(position, segment.size):
-                if batch_header.base_offset >= end:
-                    break
-                if not first and size + batch_header.size > budget:
-                    budget = 0
-                    break
-                size += batch_header.size
-                first = False
-            if size:
-                plan.append((segment, position, size))
-                budget -= size
-            if budget <= 0 or i + 1 >= len(segments) or segments[i + 1].base_offset >= end:
-                break
-            i += 1
-            position = 0
-        return plan
-
-    def read_slice(self, offset: int, *, max_bytes: int = 1024 * 1024, max_offset: int | None = None) -> FileSlice:
-        """A zero-copy slice of one segment starting at the batch that contains ``offset``.
-
-        Holds at most ``max_bytes`` of whole batches, but at least the first batch even if it is
-        larger (Kafka's KIP-74); never reaches ``max_offset`` (default: the end). ``size == 0``
-        when there is nothing to read. Out-of-range offsets raise :class:`OffsetOutOfRangeError`.
-        """
-        self._check_open()
-        end = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
-        self._check_range(offset, self.log_end_offset)
-        located = self._locate(offset, end) if offset < end else None
-        if located is None:
-            segment = self._segments[-1]
-            return segment.slice(segment.size, 0)
-        segments, i, position, first_header = located
-        segment = segments[i]
-        size = first_header.size
-        for _batch_position, header in segment.iter_headers(position + size, segment.size):
-            if header.base_offset >= end or size + header.size > max_bytes:
-                break
-            size += header.size
-        return segment.slice(position, size)
-
-    def offset_for_timestamp(self, timestamp_ms: int) -> OffsetAndTimestamp | None:
-        """Kafka's ListOffsets: the first offset whose record timestamp is >= ``timestamp_ms``.
-
-        ``LATEST`` (-1) gives ``log_end_offset``, ``EARLIEST`` (-2) gives ``log_start_offset``
-        (timestamp -1 for both), ``MAX_TIMESTAMP`` (-3) the offset of the record with the largest
-        timestamp. Returns ``None`` when no record is that late (or the log is empty, for -3).
-        Timestamps need not be monotonic: the answer is the first match in the first segment
-        whose largest timestamp is >= the target, as in Kafka.
-        """
-        self._check_open()
-        if timestamp_ms == LATEST:
-            return OffsetAndTimestamp(self.log_end_offset, -1)
-        if timestamp_ms == EARLIEST:
-            return OffsetAndTimestamp(self._log_start_offset, -1)
-        segments = self._segments
-        start = self._log_start_offset
-        if timestamp_ms == MAX_TIMESTAMP:
-            best = None
-            for segment in segments:
-                ts, _offset = segment.max_timestamp
-                if ts >= 0 and (best is None or ts > best[0]):
-                    best = (ts, segment)
-            if best is None:
-                return None
-            ts, segment = best
-            found = segment.find_timestamp(ts, start)
-            return self._record_at_timestamp(segment, found, ts, start, exact=True)
-        if timestamp_ms < 0:
-            raise ValueError(f"timestamp_ms must be >= 0 or LATEST/EARLIEST/MAX_TIMESTAMP, got {timestamp_ms}")
-        for segment in segments:
-            if segment.next_offset <= start or segment.max_timestamp[0] < timestamp_ms:
-                continue
-            found = segment.find_timestamp(timestamp_ms, start)
-            result = self._record_at_timestamp(segment, found, timestamp_ms, start, exact=False)
-            if result is not None:
-                return result
-        return None
-
-    def _record_at_timestamp(self, segment, found, target, start, *, exact):
-        if found is None:
-            return None
-        position, header = found
-        for record in batch_format.decode(segment.read(position, header.size), path=segment.log_path):
-            if record.offset < start:
-                continue
-            if (record.timestamp_ms == target) if exact else (record.timestamp_ms >= target):
-                return OffsetAndTimestamp(record.offset, record.timestamp_ms)
-        return None
-
     # --- truncation ----------------------------------------------------------------------------
 
     def truncate(self, offset: int) -> int:
@@ -729,86 +477,6 @@ class Log:
         self._flushed_segments = len(self._segments) - 1
         self._durable_offset = self.log_end_offset
         write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
-
-    # --- deleting old segments (mechanism; the policy is logstore.retention) ----------------------
-
-    def segment_infos(self) -> list[SegmentInfo]:
-        """Metadata of every segment, oldest first, for :func:`logstore.retention.plan_retention`."""
-        self._check_open()
-        return [
-            SegmentInfo(s.base_offset, s.next_offset, s.size, s.max_timestamp[0], s.last_modified_ms)
-            for s in self._segments
-        ]
-
-    def delete_segments(self, base_offsets: Sequence[int], *, now_ms: int | None = None) -> int:
-        """Delete the oldest segments named by ``base_offsets`` (which must be a prefix of the
-        current segments, else nothing happens and 0 is returned). If the active segment is among
-        them the log rolls first, so an empty active segment remains.
-
-        ``log_start_offset`` rises to the first remaining segment's base offset. Files are renamed
-        ``*.deleted`` at once and unlinked ``file_delete_delay_ms`` later by :meth:`purge_deleted`;
-        readers that already hold a deleted segment (or a slice of it) keep reading it. Returns the
-        number of segments deleted.
-        """
-        now_ms = self._clock_ms() if now_ms is None else now_ms
-        with self._lock:
-            self._check_open()
-            count = len(base_offsets)
-            if not count or [s.base_offset for s in self._segments[:count]] != list(base_offsets):
-                return 0
-            if count == len(self._segments):
-                if self._segments[-1].size == 0:
-                    count -= 1  # an empty active segment is never deleted
-                    if not count:
-                        return 0
-                else:
-                    self._roll(self.log_end_offset)
-            doomed = self._segments[:count]
-            self._segments = self._segments[count:]
-            self._bases = self._bases[count:]
-            self._flushed_segments = max(0, self._flushed_segments - count)
-            self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
-            self._durable_offset = max(self._durable_offset, min(self._log_start_offset, self.log_end_offset))
-            for segment in doomed:
-                segment.mark_deleted()
-            fsync_dir(self.directory)
-            write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
-            deadline = now_ms + self.config.file_delete_delay_ms
-            self._pending_deletes.extend((deadline, segment) for segment in doomed)
-        self.purge_deleted(now_ms)
-        return len(doomed)
-
-    def delete_records(self, before_offset: int) -> int:
-        """Raise ``log_start_offset`` to ``before_offset`` (Kafka's DeleteRecords): records below
-        it can no longer be read (:class:`OffsetOutOfRangeError`), and segments that lie wholly
-        below it are deleted. ``before_offset`` above the high watermark raises
-        ``OffsetOutOfRangeError``; at or below the current start it changes nothing.
-        Returns the new ``log_start_offset``."""
-        with self._lock:
-            self._check_open()
-            if not isinstance(before_offset, int) or isinstance(before_offset, bool):
-                raise TypeError(f"before_offset must be an int, got {type(before_offset).__name__}")
-            if before_offset > self.high_watermark:
-                raise OffsetOutOfRangeError(before_offset, self._log_start_offset, self.high_watermark)
-            if before_offset <= self._log_start_offset:
-                return self._log_start_offset
-            self._log_start_offset = before_offset
-            write_checkpoint(self.directory, Checkpoint(self._durable_offset, self._log_start_offset))
-            below = [s.base_offset for s in self._segments if s.next_offset <= before_offset]
-            below = below[: len(self._segments) - 1] if self._segments[-1].size == 0 else below
-            if below:
-                self.delete_segments(below)
-            return self._log_start_offset
-
-    def purge_deleted(self, now_ms: int | None = None, *, everything: bool = False) -> int:
-        """Unlink ``*.deleted`` files whose delay has passed; returns how many segments went."""
-        now_ms = self._clock_ms() if now_ms is None else now_ms
-        with self._lock:
-            due = [s for deadline, s in self._pending_deletes if everything or deadline <= now_ms]
-            self._pending_deletes = [(d, s) for d, s in self._pending_deletes if not (everything or d <= now_ms)]
-        for segment in due:
-            segment.delete_files()
-        return len(due)
 
     # --- lifecycle -----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ Index files without a ``.log`` are removed (they are caches).
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from typing import NamedTuple
@@ -37,8 +38,11 @@ from .files import (
     parse_segment_name,
     write_atomically,
 )
+from .segment import Segment
 
 __all__ = [
+    "LoadedLog",
+    "open_segments",
     "CHECKPOINT_NAME",
     "CLEAN_SHUTDOWN_NAME",
     "Checkpoint",
@@ -184,3 +188,68 @@ def _next_offset_of(path: str, base_offset: int) -> int:
             next_offset = header.next_offset
             position += header.size
     return next_offset
+
+
+
+class LoadedLog(NamedTuple):
+    segments: list  # of Segment, oldest first; the last is active and ready for appends
+    log_start_offset: int
+    recovery_point: int  # every offset below it is known to be on disk
+    clean: bool  # the previous close was clean and nothing needed re-validation
+    truncated_bytes: int  # bytes cut by recovery (torn or damaged tails)
+
+
+def open_segments(directory: str, config) -> LoadedLog:
+    """Put a partition directory in order and open its segments (the open-time recovery).
+
+    Order: take the clean-shutdown marker (durably), resolve leftovers, read the checkpoint,
+    list segments. After a clean close only the active segment's tail (one index interval) is
+    read, and checked; otherwise every segment from the one containing the checkpointed recovery
+    point is re-validated (:meth:`Segment.recover`), and everything after a damaged point goes,
+    as in Kafka. Sealed segments below the recovery point are not touched (opened lazily).
+    An empty directory gets one empty active segment (at the checkpointed log start, if any).
+    """
+
+    clean = take_clean_shutdown_marker(directory)
+    leftovers = resolve_leftovers(directory)
+    checkpoint = read_checkpoint(directory)
+    bases = segment_base_offsets(directory)
+    clean = clean and not leftovers and checkpoint is not None
+    max_batch_bytes = max(config.max_batch_bytes, config.segment_bytes)
+    if not bases:
+        start = checkpoint.log_start_offset if checkpoint else 0
+        segments = [Segment.create(directory, start, config)]
+        fsync_dir(directory)
+        return LoadedLog(segments, start, start, clean, 0)
+    segments = [Segment.open(directory, base, config, active=(i == len(bases) - 1)) for i, base in enumerate(bases)]
+    truncated = 0
+    if clean and segments[-1].load_active():
+        recovery_point = segments[-1].next_offset
+    elif clean:
+        # the active segment does not look like a clean close left it: re-validate it
+        truncated += segments[-1].recover(max_batch_bytes=max_batch_bytes)
+        clean = False
+        recovery_point = min(checkpoint.recovery_point, segments[-1].next_offset)
+    else:
+        recover_from = checkpoint.recovery_point if checkpoint else 0
+        first = max(0, bisect.bisect_right(bases, recover_from) - 1)
+        keep = len(segments)
+        for i in range(first, len(segments)):
+            is_last = i == len(segments) - 1
+            cut = segments[i].recover(max_batch_bytes=max_batch_bytes, contiguous_from=recover_from if is_last else None)
+            truncated += cut
+            if cut and not is_last:
+                keep = i + 1  # nothing after a damaged point survives (Kafka's rule)
+                break
+            if not is_last:
+                segments[i].seal()
+        for segment in segments[keep:]:
+            segment.delete_files()
+        segments = segments[:keep]
+        recovery_point = min(recover_from, segments[-1].next_offset)
+    log_start = segments[0].base_offset
+    if checkpoint is not None:
+        log_start = max(log_start, min(checkpoint.log_start_offset, segments[-1].next_offset))
+    if truncated or leftovers:
+        fsync_dir(directory)
+    return LoadedLog(segments, log_start, max(recovery_point, log_start), clean, truncated)

@@ -9,7 +9,7 @@ import logstore
 EXPECTED = {
     "Log", "LogConfig", "AppendInfo", "OffsetAndTimestamp", "Record", "Compression", "FileSlice",
     "LATEST", "EARLIEST", "MAX_TIMESTAMP", "LogStoreError", "CorruptionError", "CorruptBatchError",
-    "CorruptIndexError", "OffsetOutOfRangeError", "RecordTooLargeError", "LogClosedError",
+    "CorruptIndexError", "OffsetOutOfRangeError", "RecordTooLargeError", "InvalidRecordError", "LogClosedError",
     "LogLockedError", "ConfigError", "TopicError", "ProtocolError",
 }
 

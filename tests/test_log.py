@@ -349,3 +349,19 @@ def test_read_columns_matches_read(tmp_path):
             assert columns.timestamps_ms.tolist() == [r.timestamp_ms for r in records]
             assert columns.values == [r.value for r in records]
             assert columns.keys == [r.key for r in records]
+
+
+def test_compacted_log_refuses_keyless_records(tmp_path):
+    from logstore import InvalidRecordError
+
+    with Log(tmp_path / "p", small(cleanup_policy="compact")) as log:
+        with pytest.raises(InvalidRecordError, match="needs a key"):
+            log.append([b"v"])
+        with pytest.raises(InvalidRecordError):
+            log.append([b"v", b"w"], keys=[b"k", None])
+        with pytest.raises(InvalidRecordError, match="without a key"):
+            log.append_batches(batch_format.encode([b"v"], keys=[None], timestamps_ms=1))
+        assert log.log_end_offset == 0
+        log.append([b"v", None], keys=[b"k", b"k"])  # a tombstone has a key: fine
+        log.append_batches(batch_format.encode([b"w"], keys=[b"j"], timestamps_ms=1))
+        assert log.log_end_offset == 3

@@ -9,7 +9,9 @@ Commands::
     logstore topics DATA_DIR create TOPIC [--partitions N] [--config KEY=VALUE ...]
     logstore topics DATA_DIR describe TOPIC
     logstore topics DATA_DIR delete TOPIC
+    logstore serve [--data DIR] [--host 127.0.0.1] [--port 9092] [...]   (see logstore serve --help)
 
+``serve`` runs the Kafka-protocol server (:mod:`logstore.server`) until Ctrl-C or SIGTERM.
 ``dump`` and ``verify`` read files offline and never write (see :mod:`logstore.dump` and
 :mod:`logstore.verify`); ``topics`` opens the store and so takes its lock.
 
@@ -39,6 +41,7 @@ import re
 import sys
 
 from . import __version__, dump, verify
+from .server import cli as serve_cli
 from .config import LogConfig
 from .errors import LogStoreError
 
@@ -174,7 +177,7 @@ def _describe(store, topic: str) -> None:
 
 # --- entry point --------------------------------------------------------------------------------
 
-_COMMANDS = (dump.add_parser, verify.add_parser, _add_topics_parser)
+_COMMANDS = (dump.add_parser, verify.add_parser, _add_topics_parser, serve_cli.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

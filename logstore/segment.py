@@ -640,7 +640,11 @@ class Segment:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Seal-trim the indexes and close the file; idempotent."""
+        """Seal-trim the indexes and let go of the file; idempotent.
+
+        The fd closes now unless a :class:`FileSlice` (being sent by the server, say) still
+        holds it; then it closes when that slice goes, so its number is never reused under it.
+        """
         with self._lazy_lock:
             self._closed = True
         if self._active:
@@ -653,8 +657,7 @@ class Segment:
         for index in (self._offset_index, self._time_index):
             if index is not None:
                 index.close(trim=True)
-        if self._file is not None:
-            self._file.close()
+        self._file = None  # the SegmentFile closes itself when its last holder lets go
 
     @property
     def last_modified_ms(self) -> int:

@@ -1,0 +1,488 @@
+"""The socket server: accept loop, one thread per connection, and the sendfile loop.
+
+Theory of operation. One thread accepts; each accepted connection gets its own thread with a
+blocking-style socket (Python socket timeouts). A connection is served strictly in order, as
+Kafka does: read one request frame, let ``Broker.handle`` compute the response, write it, read
+the next. Why threads: ``os.sendfile`` and ``fsync`` release the GIL, so a connection streaming
+a large Fetch from the page cache or waiting for the disk never stalls the others, and a long-poll
+Fetch is simply a bounded wait in its own thread. All protocol logic lives in ``handlers`` and
+the sans-IO codec; this module only moves bytes.
+
+Fetch responses arrive as parts: ``bytes`` (headers, written with ``sendall``, flagged
+``MSG_MORE`` when records follow) and file regions (``FileSlice``), written with ``os.sendfile``
+straight from the segment file: the record bytes never enter Python. The loop is modelled on
+CPython's ``socket._sendfile_zerocopy``: explicit offsets (the file position, shared with the
+appender, is never moved), partial sends advance the offset, and only a first call failing with
+"unsupported" falls back to ``pread`` + ``sendall`` for that connection. While it sends, the
+socket is blocking with ``SO_SNDTIMEO`` = ``send_timeout_s``, so one ``os.sendfile`` call moves a
+whole region and waits for buffer space in the kernel, without the GIL, instead of returning at
+every full socket buffer (EAGAIN) for a poll round trip through Python (fewer system calls and
+GIL hand-offs; on loopback the two measured within noise of each other, both well below the copy
+path's CPU per byte, see ``bench/test_bench_fetch.py``).
+Where ``SO_SNDTIMEO`` is unavailable the socket stays non-blocking and EAGAIN waits for
+writability with a bounded ``select``, exactly as CPython does. Either way a client that reads
+nothing for ``send_timeout_s`` is disconnected.
+
+A region's ``owner`` keeps the segment file open, so retention unlinking the segment meanwhile does
+not pull the bytes away; a file that ends before the region does (the segment was truncated)
+aborts the connection, since a frame whose size was announced can no longer be completed
+(Kafka's ``FileRecords.writeTo`` fails the same way).
+
+Safety: bad input (an oversize or negative frame size, garbage, an unknown API or version, a
+frame cut short by a disconnect) is answered where the protocol allows (a too-new ApiVersions)
+and otherwise closes that connection, logging one line for it; nothing is written to the store
+and other connections are unaffected. Idle connections are closed after ``idle_timeout_s``, a
+request whose bytes trickle in for longer than that too; a client that stops reading is cut off
+after ``send_timeout_s`` without progress; connections beyond ``max_connections`` are closed as
+soon as they are accepted.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from logstore.server.handlers import Broker, CloseConnection
+from logstore.server.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FrameDecoder,
+    FrameSizeError,
+    RequestError,
+    decode_request,
+)
+
+__all__ = ["Server", "ServerStats", "serve"]
+
+logger = logging.getLogger("logstore.server")
+
+_RECV_BYTES = 256 * 1024
+_MAX_SENDFILE_CHUNK = 1 << 30  # as CPython (bpo-38319): some kernels misbehave above 2 GiB
+_COPY_CHUNK = 1024 * 1024
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+# errnos of a first os.sendfile call that mean "not supported here" rather than "connection
+# broken": only these switch a connection to the copying path
+_SENDFILE_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP, errno.ENOTSUP}
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class RegionShrunkError(OSError):
+    """A segment file ended (or was closed) before the region being sent from it did."""
+
+
+@dataclass
+class ServerStats:
+    """Counters for tests and benchmarks (updated under the server's lock)."""
+
+    connections_accepted: int = 0
+    connections_refused: int = 0
+    requests: int = 0
+    bytes_sendfile: int = 0
+    """Record bytes written by ``os.sendfile`` (never seen by Python)."""
+    bytes_copied: int = 0
+    """Record bytes read into Python and written with ``sendall`` (the fallback path)."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+class Server:
+    """Serve ``store`` over the Kafka protocol as one node; see the module docstring.
+
+    ``host``/``port`` is the address to bind (port 0: any free port, read ``server.port`` after
+    ``start``). ``advertised_host``/``advertised_port`` is what Metadata tells clients to dial
+    (default: the bound address). ``auto_create_topics`` and ``default_partitions`` behave as
+    Kafka's ``auto.create.topics.enable`` and ``num.partitions`` (default: the store's).
+    ``zero_copy=False`` sends record bytes with ``pread`` + ``sendall`` instead of
+    ``os.sendfile`` (for comparison; TLS would need it).
+
+    Bounds: ``max_frame_bytes`` (largest request; Kafka's ``socket.request.max.bytes``),
+    ``max_connections`` (further ones are closed at once), ``idle_timeout_s`` (Kafka's
+    ``connections.max.idle.ms``; also the time a request may take to arrive),
+    ``send_timeout_s`` (a client reading nothing that long is dropped), ``max_fetch_wait_s`` (cap
+    on a Fetch's ``max_wait``), ``fetch_poll_s`` (how soon a long poll notices appends made on
+    the store directly rather than through Produce; call ``notify_appended()`` to wake it now).
+
+    The server never closes ``store``: whoever opened it does, after ``close()``.
+    """
+
+    def __init__(
+        self,
+        store,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        advertised_host: str | None = None,
+        advertised_port: int | None = None,
+        auto_create_topics: bool = True,
+        default_partitions: int | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_connections: int = 1000,
+        idle_timeout_s: float = 600.0,
+        send_timeout_s: float = 30.0,
+        fetch_poll_s: float = 0.1,
+        max_fetch_wait_s: float = 30.0,
+        zero_copy: bool = True,
+        backlog: int = 128,
+    ):
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        for name, value in (("idle_timeout_s", idle_timeout_s), ("send_timeout_s", send_timeout_s)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        self.store = store
+        self.host = host
+        self.port = port
+        self._advertised_host = advertised_host
+        self._advertised_port = advertised_port
+        self._broker_options = dict(
+            auto_create_topics=auto_create_topics,
+            default_partitions=default_partitions,
+            fetch_poll_s=fetch_poll_s,
+            max_fetch_wait_s=max_fetch_wait_s,
+        )
+        self.max_frame_bytes = max_frame_bytes
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self.send_timeout_s = send_timeout_s
+        self.zero_copy = zero_copy and hasattr(os, "sendfile")
+        self.backlog = backlog
+        self.stats = ServerStats()
+        self.broker: Broker | None = None
+        self._listener: socket.socket | None = None
+        self._wakeup_r: socket.socket | None = None
+        self._wakeup_w: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Server:
+        """Bind, listen and start accepting; returns self. Raises ``OSError`` if the bind fails."""
+        if self._listener is not None:
+            raise RuntimeError("server already started")
+        listener = socket.create_server((self.host, self.port), backlog=self.backlog, reuse_port=False)
+        self._listener = listener
+        self.host, self.port = listener.getsockname()[:2]
+        advertised_host = self._advertised_host or self.host
+        if advertised_host in ("0.0.0.0", "::", ""):
+            advertised_host = socket.gethostname()
+            logger.warning(
+                "bound to a wildcard address; advertising %r (set advertised_host to what clients dial)",
+                advertised_host,
+            )
+        self.advertised_host = advertised_host
+        self.advertised_port = self._advertised_port or self.port
+        self.broker = Broker(
+            self.store, advertised_host=advertised_host, advertised_port=self.advertised_port, **self._broker_options
+        )
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="logstore-accept", daemon=True)
+        self._accept_thread.start()
+        logger.info("serving %s on %s:%d (advertised %s:%d)", self.store.data_dir, self.host, self.port,
+                    advertised_host, self.advertised_port)
+        return self
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, wake long polls, close every connection and join the threads.
+
+        In-flight requests finish (an append under way completes); idempotent.
+        """
+        if self._stopping.is_set():
+            self._closed.wait(timeout_s)
+            return
+        self._stopping.set()
+        try:
+            if self._wakeup_w is not None:
+                try:
+                    self._wakeup_w.send(b"x")
+                except OSError:
+                    pass
+            if self.broker is not None:
+                self.broker.close()
+            if self._accept_thread is not None:
+                self._accept_thread.join(timeout_s)
+            with self._lock:
+                connections = list(self._connections.items())
+            for sock, _thread in connections:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv or send
+                except OSError:
+                    pass
+            deadline = time.monotonic() + timeout_s
+            for _sock, thread in connections:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            for sock in (self._listener, self._wakeup_r, self._wakeup_w):
+                if sock is not None:
+                    sock.close()
+            logger.info("server on %s:%d stopped", self.host, self.port)
+        finally:
+            self._closed.set()
+
+    def serve_forever(self) -> None:
+        """Block until ``close()`` is called from another thread (or a signal handler)."""
+        while not self._stopping.wait(1.0):
+            pass
+
+    def __enter__(self) -> Server:
+        if self._listener is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``"host:port"`` as clients should be configured."""
+        return f"{self.advertised_host}:{self.advertised_port}"
+
+    def notify_appended(self) -> None:
+        """Wake long-polling fetches now, after appending to the store directly (otherwise they
+        notice at the next ``fetch_poll_s`` tick)."""
+        if self.broker is not None:
+            self.broker.notify_appended()
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    # --- accepting ----------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wakeup_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._wakeup_r in ready or self._stopping.is_set():
+                    return
+                try:
+                    sock, peer = self._listener.accept()
+                except OSError as e:  # e.g. EMFILE: keep serving the connections we have
+                    logger.warning("accept failed: %s", e)
+                    time.sleep(0.05)
+                    continue
+                self._admit(sock, peer)
+
+    def _admit(self, sock: socket.socket, peer) -> None:
+        with self._lock:
+            if len(self._connections) >= self.max_connections:
+                refused = True
+            else:
+                refused = False
+                thread = threading.Thread(
+                    target=self._serve_connection, args=(sock, peer), name=f"logstore-conn-{peer}", daemon=True
+                )
+                self._connections[sock] = thread
+        if refused:
+            self.stats.add("connections_refused")
+            logger.warning("refusing connection from %s: %d connections open (max_connections)", peer,
+                           self.max_connections)
+            sock.close()
+            return
+        self.stats.add("connections_accepted")
+        thread.start()
+
+    # --- one connection -----------------------------------------------------------------------
+
+    def _serve_connection(self, sock: socket.socket, peer) -> None:
+        connection = _Connection(sock, peer, self.zero_copy)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.kernel_send_timeout = _set_send_timeout(sock, self.send_timeout_s)
+            self._request_loop(connection)
+        except _DISCONNECTS:
+            logger.debug("%s disconnected", peer)
+        except RegionShrunkError as e:
+            logger.warning("closing connection from %s: %s", peer, e)
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_SNDTIMEO expired in a send
+            logger.info("closing connection from %s: no progress for %s s", peer, self.send_timeout_s)
+        except OSError as e:
+            if not self._stopping.is_set():
+                logger.info("closing connection from %s: %s", peer, e)
+        except Exception:
+            logger.exception("closing connection from %s after an internal error", peer)
+        finally:
+            with self._lock:
+                self._connections.pop(sock, None)
+            sock.close()
+
+    def _request_loop(self, connection: _Connection) -> None:
+        sock, peer = connection.sock, connection.peer
+        decoder = FrameDecoder(self.max_frame_bytes)
+        broker = self.broker
+        deadline = time.monotonic() + self.idle_timeout_s
+        while not self._stopping.is_set():
+            try:
+                frame = decoder.next_frame()
+            except FrameSizeError as e:
+                logger.warning("closing connection from %s: %s", peer, e)
+                return
+            if frame is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.info("closing connection from %s: idle for %.0f s", peer, self.idle_timeout_s)
+                    return
+                sock.settimeout(remaining)
+                try:
+                    data = sock.recv(_RECV_BYTES)
+                except TimeoutError:
+                    continue  # the deadline check above decides
+                if not data:
+                    if decoder.buffered_bytes:
+                        logger.warning("connection from %s closed in the middle of a %s-byte request frame",
+                                       peer, decoder.buffered_bytes)
+                    return
+                if decoder.buffered_bytes == 0:  # a new frame starts: it must arrive in time
+                    deadline = time.monotonic() + self.idle_timeout_s
+                decoder.feed(data)
+                continue
+            try:
+                request = decode_request(frame)
+            except RequestError as e:
+                parts = broker.answer_request_error(e)
+                if parts is None:
+                    logger.warning("closing connection from %s: %s", peer, e)
+                    return
+                logger.debug("answered %s from %s with an error: %s", _api_name(e), peer, e)
+            else:
+                self.stats.add("requests")
+                try:
+                    parts = broker.handle(request)
+                except CloseConnection as e:
+                    logger.warning("closing connection from %s: %s", peer, e)
+                    return
+            if parts:
+                self._send_parts(connection, parts)
+            deadline = time.monotonic() + self.idle_timeout_s
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _send_parts(self, connection: _Connection, parts: list) -> None:
+        sock = connection.sock
+        # Blocking while sending (bounded by SO_SNDTIMEO, see _serve_connection): os.sendfile then
+        # moves a whole region per call, waiting for buffer space inside the kernel, instead of
+        # returning at every full socket buffer for a poll round trip through Python.
+        sock.settimeout(None if connection.kernel_send_timeout else self.send_timeout_s)
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            if isinstance(part, bytes | bytearray | memoryview):
+                sock.sendall(part, _MSG_MORE if i < last else 0)
+            elif connection.zero_copy:
+                self._sendfile_region(connection, part)
+            else:
+                self._copy_region(sock, part, part.position, part.size)
+
+    def _sendfile_region(self, connection: _Connection, region) -> None:
+        """Send ``region`` with ``os.sendfile`` until all of it is sent (see module docstring)."""
+        sock = connection.sock
+        sockno = sock.fileno()
+        fd, offset, remaining = region.fd, region.position, region.size
+        owner = getattr(region, "owner", None)
+        first = not connection.sendfile_proven
+        selector = None
+        try:
+            while remaining:
+                if owner is not None and getattr(owner, "fd", fd) != fd:
+                    raise RegionShrunkError(f"segment file {getattr(region, 'path', fd)} was closed while being sent")
+                try:
+                    sent = os.sendfile(sockno, fd, offset, min(remaining, _MAX_SENDFILE_CHUNK))
+                except BlockingIOError:
+                    if connection.kernel_send_timeout:  # blocking socket: SO_SNDTIMEO expired
+                        raise TimeoutError(f"no send progress for {self.send_timeout_s} s") from None
+                    if selector is None:
+                        selector = selectors.DefaultSelector()
+                        selector.register(sockno, selectors.EVENT_WRITE)
+                    if not selector.select(self.send_timeout_s):
+                        raise TimeoutError(f"no send progress for {self.send_timeout_s} s") from None
+                    continue
+                except OSError as e:
+                    if first and e.errno in _SENDFILE_UNSUPPORTED:
+                        logger.info("os.sendfile unsupported here (%s); copying record bytes instead", e)
+                        connection.zero_copy = False
+                        self._copy_region(sock, region, offset, remaining)
+                        return
+                    raise
+                if sent == 0:
+                    raise RegionShrunkError(
+                        f"{getattr(region, 'path', fd)} ended at byte {offset}, {remaining} bytes short of the "
+                        "region being sent (the segment was truncated)"
+                    )
+                first = False
+                connection.sendfile_proven = True
+                offset += sent
+                remaining -= sent
+                self.stats.add("bytes_sendfile", sent)
+        finally:
+            if selector is not None:
+                selector.close()
+
+    def _copy_region(self, sock: socket.socket, region, offset: int, remaining: int) -> None:
+        """The fallback: ``pread`` the region into memory and ``sendall`` it."""
+        while remaining:
+            chunk = os.pread(region.fd, min(remaining, _COPY_CHUNK), offset)
+            if not chunk:
+                raise RegionShrunkError(f"{getattr(region, 'path', region.fd)} ended {remaining} bytes short")
+            sock.sendall(chunk)
+            offset += len(chunk)
+            remaining -= len(chunk)
+            self.stats.add("bytes_copied", len(chunk))
+
+
+class _Connection:
+    __slots__ = ("sock", "peer", "zero_copy", "sendfile_proven", "kernel_send_timeout")
+
+    def __init__(self, sock: socket.socket, peer, zero_copy: bool):
+        self.sock = sock
+        self.peer = peer
+        self.zero_copy = zero_copy
+        self.sendfile_proven = False  # a sendfile call succeeded: later failures are not "unsupported"
+        self.kernel_send_timeout = False  # SO_SNDTIMEO is set: sends may block in the kernel
+
+
+def _set_send_timeout(sock: socket.socket, seconds: float) -> bool:
+    """Bound every blocking send on ``sock`` by ``seconds`` without progress (SO_SNDTIMEO);
+    returns False where the option is unavailable (sends then poll with Python timeouts)."""
+    whole = int(seconds)
+    try:
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        )
+    except (OSError, AttributeError, struct.error):
+        return False
+    return True
+
+
+def _api_name(error: RequestError) -> str:
+    from logstore.server.messages import ApiKey
+
+    try:
+        return f"{ApiKey(error.api_key).name} v{error.api_version}"
+    except ValueError:
+        return f"api_key {error.api_key}"
+
+
+def serve(store, *, host: str = "127.0.0.1", port: int = 9092, **options) -> Server:
+    """Start serving ``store`` in background threads; returns the started ``Server``.
+
+    Use as ``with serve(store, port=0) as server: ... server.port ...``; leaving the block closes
+    the server (not the store). Options are those of :class:`Server`.
+    """
+    return Server(store, host=host, port=port, **options).start()

@@ -37,57 +37,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 
 from . import __version__, dump, verify
-from .server import cli as serve_cli
-from .config import LogConfig
+from .config import KAFKA_CONFIG_NAMES, LogConfig, kafka_config_changes
 from .errors import LogStoreError
+from .server import cli as serve_cli
 
 __all__ = ["main", "build_parser", "parse_config_pair"]
 
-#: Kafka's topic config names, accepted next to LogConfig's own field names.
-KAFKA_CONFIG_NAMES = {
-    "segment.bytes": "segment_bytes",
-    "segment.ms": "segment_ms",
-    "segment.index.bytes": "segment_index_bytes",
-    "index.interval.bytes": "index_interval_bytes",
-    "max.message.bytes": "max_batch_bytes",
-    "flush.ms": "flush_ms",
-    "flush.messages": "flush_messages",
-    "retention.ms": "retention_ms",
-    "retention.bytes": "retention_bytes",
-    "cleanup.policy": "cleanup_policy",
-    "compression.type": "compression",
-}
-_FIELDS = {f.name: f for f in dataclasses.fields(LogConfig)}
-_INTEGER = re.compile(r"^-?\d+$")
+_FIELDS = {f.name for f in dataclasses.fields(LogConfig)}
 
 
 # --- topics -------------------------------------------------------------------------------------
 
 
-def parse_config_pair(text: str) -> tuple[str, object]:
-    """``"segment.bytes=1048576"`` -> ``("segment_bytes", 1048576)``.
+def parse_config_pair(text: str) -> tuple[str, str]:
+    """``"segment.bytes=1048576"`` -> ``("segment.bytes", "1048576")``, refusing unknown keys.
 
-    Keys are LogConfig field names or Kafka's dotted names; numeric values become ints, and -1
-    means "no limit" (``None``) for the settings that may be unset, as in Kafka (``retention.ms=-1``).
+    Keys are LogConfig field names or Kafka's dotted names; values are parsed and validated by
+    :func:`logstore.config.kafka_config_changes` (numbers become ints, -1 unsets a limit).
     """
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    field = KAFKA_CONFIG_NAMES.get(key, key)
-    if field not in _FIELDS:
+    if KAFKA_CONFIG_NAMES.get(key, key) not in _FIELDS:
         known = ", ".join(sorted(_FIELDS))
         raise argparse.ArgumentTypeError(f"unknown config key {key!r}; known keys: {known}")
-    if not _INTEGER.match(value.strip()):
-        return field, value
-    number = int(value)
-    if number == -1 and "None" in str(_FIELDS[field].type):
-        return field, None
-    return field, number
+    return key, value
 
 
 def _positive_int(text: str) -> int:
@@ -151,7 +129,7 @@ def _run_topics(args: argparse.Namespace) -> int:
             for name in store.topics():
                 print(name)
         elif args.action == "create":
-            description = store.create_topic(args.topic, args.partitions, dict(args.config))
+            description = store.create_topic(args.topic, args.partitions, kafka_config_changes(args.config))
             print(f"Created topic {description.name} with {description.partitions} partitions.")
         elif args.action == "describe":
             _describe(store, args.topic)

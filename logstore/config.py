@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["LogConfig", "DURABILITY_MODES", "CLEANUP_POLICIES", "COMPRESSION_NAMES", "MAX_SEGMENT_BYTES"]
+__all__ = ["LogConfig", "KAFKA_CONFIG_NAMES", "kafka_config_changes", "DURABILITY_MODES", "CLEANUP_POLICIES", "COMPRESSION_NAMES", "MAX_SEGMENT_BYTES"]
 
 #: Positions in ``.log`` are stored as 32-bit values in ``.index``; Kafka reads them as *signed*
 #: int32, so a segment must stay below 2 GiB for Kafka's tools to read our files.
@@ -96,3 +96,69 @@ class LogConfig:
         if unknown:
             raise ConfigError(f"unknown log config keys: {', '.join(unknown)}")
         return cls(**data)
+
+
+#: Kafka's topic config names (``kafka-topics --config``, CreateTopics) and the LogConfig field
+#: each one sets. ``logstore.durability`` is logstore's own (Kafka has no such topic setting).
+KAFKA_CONFIG_NAMES = {
+    "segment.bytes": "segment_bytes",
+    "segment.ms": "segment_ms",
+    "segment.index.bytes": "segment_index_bytes",
+    "index.interval.bytes": "index_interval_bytes",
+    "max.message.bytes": "max_batch_bytes",
+    "flush.ms": "flush_ms",
+    "flush.messages": "flush_messages",
+    "retention.ms": "retention_ms",
+    "retention.bytes": "retention_bytes",
+    "cleanup.policy": "cleanup_policy",
+    "compression.type": "compression",
+    "file.delete.delay.ms": "file_delete_delay_ms",
+    "logstore.durability": "durability",
+}
+_UNSETTABLE = {"retention_ms", "retention_bytes", "flush_messages"}  # -1 (or Long.MAX) = no limit
+
+
+def kafka_config_changes(pairs, base: LogConfig | None = None) -> dict:
+    """LogConfig field changes for ``(name, value)`` string pairs, as Kafka tools send them.
+
+    Names are Kafka's (``segment.bytes``) or LogConfig's own (``segment_bytes``). Integers are
+    parsed; ``-1`` means "no limit" for the limits that may be unset (``retention.ms=-1``), and
+    Kafka's Long.MAX "never" for ``flush.messages``/``flush.ms`` maps to no limit / the largest
+    interval. ``cleanup.policy`` takes ``delete``, ``compact`` or both; ``compression.type``
+    takes a codec name, and ``producer`` (Kafka's default) changes nothing. A ``None`` value is
+    skipped. The result is validated against ``base``; anything unknown or invalid raises
+    :class:`ConfigError` naming it.
+    """
+    fields = {f.name: f for f in dataclasses.fields(LogConfig)}
+    changes: dict = {}
+    for name, value in pairs:
+        field = KAFKA_CONFIG_NAMES.get(name, name)
+        if field not in fields:
+            known = ", ".join(sorted(KAFKA_CONFIG_NAMES))
+            raise ConfigError(f"unknown topic config {name!r}; supported: {known} (or LogConfig field names)")
+        if value is None:
+            continue
+        text = str(value).strip()
+        if field == "cleanup_policy":
+            policies = {p.strip() for p in text.split(",") if p.strip()}
+            if not policies or not policies <= {"delete", "compact"}:
+                raise ConfigError(f"{name}={value!r}: use delete, compact or both")
+            changes[field] = ",".join(sorted(policies))
+        elif field == "compression":
+            if text.lower() != "producer":
+                changes[field] = text.lower()
+        elif field == "durability":
+            changes[field] = text
+        else:
+            try:
+                number = int(text)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is not an integer") from None
+            if field in _UNSETTABLE and (number == -1 or number >= 2**63 - 1):
+                changes[field] = None
+            elif field == "flush_ms" and number >= 2**31:
+                changes[field] = 2**31 - 1
+            else:
+                changes[field] = number
+    (base or LogConfig()).replace(**changes)  # validates: ConfigError names the setting
+    return changes

@@ -3,7 +3,8 @@
 The tool reads files and never writes them (every file is opened ``"rb"``; indexes are opened
 with ``writable=False``, which reads them with one ``np.fromfile`` and never maps them). It
 imports neither :mod:`logstore.log` nor :mod:`logstore.store`, so it works on a directory that
-``Log`` would refuse to open: a torn tail, a bad CRC, an index with a zero tail.
+``Log`` would refuse to open: a torn tail, a bad CRC, an index with a zero tail. Reading the files
+is :mod:`logstore.segment_reader`'s (shared with ``logstore verify``); this module prints.
 
 The file type is chosen by suffix: ``.log`` (record batches), ``.index`` (offset index),
 ``.timeindex`` (time index), each optionally followed by a state suffix (``.cleaned``, ``.swap``,
@@ -46,13 +47,12 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from .batch import HEADER_SIZE, BatchHeader, decode, unpack_header, validate
+from .batch import BatchHeader, decode
 from .errors import CorruptBatchError, CorruptIndexError
-from .files import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, parse_segment_name
 from .index import OffsetIndex, TimeIndex
+from .segment_reader import LogScanner, LogTail, ScannedBatch, classify, matching_log, open_index
 
 __all__ = [
     "ScannedBatch",
@@ -67,9 +67,6 @@ __all__ = [
     "os_error_text",
 ]
 
-_STATE_SUFFIXES = (".cleaned", ".swap", ".deleted")
-_KINDS = {LOG_SUFFIX: "log", INDEX_SUFFIX: "index", TIMEINDEX_SUFFIX: "timeindex"}
-_READ_BUFFER_BYTES = 1024 * 1024
 _INT32_MAX = 2**31 - 1
 _CONTROL_TYPES = {
     0: "ABORT",
@@ -82,104 +79,7 @@ _CONTROL_TYPES = {
 }
 
 
-# --- reading a .log -----------------------------------------------------------------------------
-
-
-class ScannedBatch(NamedTuple):
-    """One batch found by :class:`LogScanner`: fully present, header readable, magic 2."""
-
-    position: int
-    header: BatchHeader
-    data: bytes | None  # the whole batch, when the scanner keeps data
-    crc_error: str | None  # None when the CRC matches (or was not checked)
-
-
-class LogTail(NamedTuple):
-    """Where the readable batches of a ``.log`` end; ``invalid_bytes`` is 0 for a clean end."""
-
-    position: int
-    invalid_bytes: int
-    reason: str | None
-
-
-class LogScanner:
-    """Walk the batches of a ``.log`` front to back, read-only, through a buffered file.
-
-    A batch whose CRC does not match is still yielded (``crc_error`` says why) and the walk goes
-    on after it, because its length field, outside the CRC, may well be right. The walk stops at
-    the first thing that is not a batch: fewer than 61 bytes left, a length below the minimum, a
-    magic other than 2, or a batch running past the end (a torn write). After iterating,
-    :attr:`tail` tells where and why.
-
-    ``limit`` stops at that many bytes (``--max-bytes``); ``keep_data=False`` skips the batch
-    bodies (a header-only walk, no CRC); ``progress`` is called with the bytes passed.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        limit: int | None = None,
-        keep_data: bool = True,
-        progress: Callable[[int], None] | None = None,
-    ):
-        self.path = path
-        self.limit = limit
-        self.keep_data = keep_data
-        self.progress = progress
-        self.tail: LogTail | None = None
-        self.file_size: int | None = None
-
-    def __iter__(self) -> Iterator[ScannedBatch]:
-        with open(self.path, "rb", buffering=_READ_BUFFER_BYTES) as file:
-            size = os.fstat(file.fileno()).st_size
-            self.file_size = size
-            end = size if self.limit is None else min(size, self.limit)
-            position = 0
-            while position < end:
-                left = end - position
-                if left < HEADER_SIZE:
-                    self._stop(position, end, f"{left} bytes are too few for a {HEADER_SIZE}-byte batch header")
-                    return
-                head = file.read(HEADER_SIZE)
-                try:
-                    header = unpack_header(head)
-                except CorruptBatchError as error:
-                    self._stop(position, end, f"no batch starts here ({_without_position(error)})")
-                    return
-                if position + header.size > end:
-                    if position + header.size > size:
-                        why = f"a batch of {header.size} bytes runs past the end of the file (a torn write)"
-                    else:
-                        why = f"a batch of {header.size} bytes runs past --max-bytes {end}"
-                    self._stop(position, end, why)
-                    return
-                body_size = header.size - HEADER_SIZE
-                if self.keep_data:
-                    data = head + file.read(body_size)
-                    try:
-                        validate(data)
-                        crc_error = None
-                    except CorruptBatchError as error:
-                        crc_error = _without_position(error)
-                else:
-                    file.seek(body_size, os.SEEK_CUR)
-                    data = crc_error = None
-                yield ScannedBatch(position, header, data, crc_error)
-                position += header.size
-                if self.progress is not None:
-                    self.progress(header.size)
-            self.tail = LogTail(position, 0, None)
-
-    def _stop(self, position: int, end: int, reason: str) -> None:
-        self.tail = LogTail(position, end - position, reason)
-        if self.progress is not None:
-            self.progress(end - position)
-
-
-def _without_position(error: CorruptBatchError) -> str:
-    """The error's message without the " at position 0" of a batch checked on its own bytes."""
-    return str(error).removesuffix(" at position 0")
+# --- output -------------------------------------------------------------------------------------
 
 
 def last_sequence(header: BatchHeader) -> int:
@@ -193,39 +93,6 @@ def _add_sequence(base: int, delta: int) -> int:
     if base > _INT32_MAX - delta:
         return delta - (_INT32_MAX - base) - 1
     return base + delta
-
-
-# --- file names ---------------------------------------------------------------------------------
-
-
-def classify(path: str) -> tuple[str | None, int | None]:
-    """``(kind, base_offset)``: kind is ``"log"``, ``"index"``, ``"timeindex"`` or ``None``.
-
-    ``base_offset`` comes from the file name (``None`` if the name does not start with one).
-    """
-    name = os.path.basename(path)
-    parsed = parse_segment_name(name)
-    if parsed is not None:
-        base_offset, suffix, _state = parsed
-        return _KINDS[suffix], base_offset
-    stem = name
-    for state in _STATE_SUFFIXES:
-        if stem.endswith(state):
-            stem = stem[: -len(state)]
-            break
-    stem, suffix = os.path.splitext(stem)
-    prefix = stem.split(".")[0]
-    return _KINDS.get(suffix), int(prefix) if prefix.isdigit() else None
-
-
-def matching_log(path: str) -> str:
-    """The ``.log`` next to an index file: same name with ``.log`` for its type suffix."""
-    state = next((s for s in _STATE_SUFFIXES if path.endswith(s)), "")
-    stem = path[: len(path) - len(state)] if state else path
-    return os.path.splitext(stem)[0] + LOG_SUFFIX + state
-
-
-# --- output -------------------------------------------------------------------------------------
 
 
 def _kafka_line(fields: dict) -> str:
@@ -469,11 +336,6 @@ class _Dumper:
             self.line(f"{path} passed sanity check.")
         return True
 
-    def _open_index(self, cls, path: str, base_offset: int):
-        if not os.path.exists(path):
-            raise FileNotFoundError(2, "No such file or directory", path)
-        return cls(path, base_offset, writable=False)
-
     def _log_batches(self, index_path: str) -> list[tuple[int, BatchHeader]] | None:
         log_path = matching_log(index_path)
         if not os.path.exists(log_path):
@@ -490,7 +352,7 @@ class _Dumper:
             self.line(f"{path} is empty.")
 
     def dump_offset_index(self, path: str, base_offset: int) -> None:
-        index = self._open_index(OffsetIndex, path, base_offset)
+        index = open_index(OffsetIndex, path, base_offset)
         if index.entries == 0:
             self._empty(path)
             return
@@ -521,7 +383,7 @@ class _Dumper:
             self.reports.index_mismatches.setdefault(os.path.abspath(path), []).extend(mismatches)
 
     def dump_time_index(self, path: str, base_offset: int) -> None:
-        index = self._open_index(TimeIndex, path, base_offset)
+        index = open_index(TimeIndex, path, base_offset)
         if index.entries == 0:
             self._empty(path)
             return

@@ -33,10 +33,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .batch import BatchHeader
-from .dump import LogScanner
 from .errors import CorruptIndexError
 from .files import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, parse_segment_name, segment_path
 from .index import OffsetIndex, TimeIndex
+from .segment_reader import LogScanner
 
 __all__ = ["Problem", "VerifyResult", "partition_dirs", "verify_data_dir", "add_parser", "run"]
 

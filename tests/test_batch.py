@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
-from logstore import batch
+from logstore import _record_decode, _record_encode, batch
 from logstore.batch import (
     CRC_START,
     HEADER,
@@ -312,8 +312,14 @@ def test_decode_accepts_any_buffer_and_position():
 def forced_path(path: str):
     """Force encode and decode onto one implementation: "python" (record by record), "runs"
     (2-D rows) or "joined" (b"".join) for encode, "python" or "vector" for decode."""
-    names = ("_SMALL_BATCH", "_SMALL_JOINED", "_SMALL_DECODE", "_RUNS_PER_RECORD")
-    saved = {name: getattr(batch, name) for name in names}
+    owners = {
+        "_SMALL_BATCH": _record_encode,
+        "_SMALL_JOINED": _record_encode,
+        "_SMALL_DECODE": _record_decode,
+        "_RUNS_PER_RECORD": _record_encode,
+    }
+    names = tuple(owners)
+    saved = {name: getattr(owners[name], name) for name in names}
     settings = {
         "python": (10**9, 10**9, 10**9, saved["_RUNS_PER_RECORD"]),
         "runs": (0, 0, 0, 10**9),
@@ -321,12 +327,12 @@ def forced_path(path: str):
         "vector": (0, 0, 0, saved["_RUNS_PER_RECORD"]),
     }[path]
     for name, value in zip(names, settings, strict=True):
-        setattr(batch, name, value)
+        setattr(owners[name], name, value)
     try:
         yield
     finally:
         for name, value in saved.items():
-            setattr(batch, name, value)
+            setattr(owners[name], name, value)
 
 
 ENCODE_PATH_CASES = [

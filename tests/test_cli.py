@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from logstore import LogConfig
+from logstore import ConfigError, LogConfig
 from logstore.cli import main, parse_config_pair
 from logstore.store import LogStore
 
@@ -210,7 +210,7 @@ def test_topics_round_trip(capsys, tmp_path):
     [
         (["create", "bad name"], "logstore: error: invalid topic name 'bad name'"),
         (["create", "audit"], "logstore: error: topic 'audit' already exists"),
-        (["create", "t2", "--config", "segment_bytes=abc"], "logstore: error: segment_bytes must be an int"),
+        (["create", "t2", "--config", "segment_bytes=abc"], "logstore: error: segment_bytes='abc' is not an integer"),
         (["describe", "nope"], "logstore: error: topic 'nope' does not exist"),
         (["delete", "nope"], "logstore: error: topic 'nope' does not exist"),
     ],
@@ -243,9 +243,14 @@ def test_unknown_config_key_is_a_usage_error(capsys, tmp_path):
 
 
 def test_parse_config_pair():
-    assert parse_config_pair("segment.bytes=1048576") == ("segment_bytes", 1048576)
-    assert parse_config_pair("max.message.bytes=2000") == ("max_batch_bytes", 2000)
-    assert parse_config_pair("compression.type=zstd") == ("compression", "zstd")
-    assert parse_config_pair("retention.bytes=-1") == ("retention_bytes", None)
-    assert parse_config_pair("segment_ms=-1") == ("segment_ms", -1)  # not unsettable: LogConfig refuses it
-    assert set(LogConfig().to_dict()) >= {parse_config_pair(f"{k}=1")[0] for k in LogConfig().to_dict()}
+    from logstore.config import kafka_config_changes
+
+    assert parse_config_pair("segment.bytes=1048576") == ("segment.bytes", "1048576")
+    pairs = [parse_config_pair(t) for t in ("segment.bytes=1048576", "max.message.bytes=2000",
+                                             "compression.type=zstd", "retention.bytes=-1")]
+    assert kafka_config_changes(pairs) == {
+        "segment_bytes": 1048576, "max_batch_bytes": 2000, "compression": "zstd", "retention_bytes": None
+    }
+    with pytest.raises(ConfigError):  # segment_ms cannot be unset: LogConfig refuses -1
+        kafka_config_changes([parse_config_pair("segment_ms=-1")])
+    assert {parse_config_pair(f"{k}=1")[0] for k in LogConfig().to_dict()} == set(LogConfig().to_dict())

@@ -234,7 +234,7 @@ def test_truncate_is_batch_granular_and_survives_reopen(tmp_path):
 
 def test_truncate_below_start_empties_the_log(tmp_path):
     with Log(tmp_path / "p", small()) as log:
-        for i in range(50):
+        for _ in range(50):
             log.append([b"x" * 100])
         assert log.truncate(0) == 0
         assert len(log.segments) == 1 and log.log_end_offset == 0 and log.read(0) == []

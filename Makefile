@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the main job: the core benchmark on ./data (bench-results/ gets the JSON)
-	$(PY) bench/run_core.py --data $(DATA)
+run: $(STAMP)  ## the main job: logstore bench --quick on ./data (bench-results/<time>/ gets JSON + plot)
+	$(PY) -m logstore bench --quick --data $(DATA)
 
 kcat:  ## Debian's kcat (librdkafka 2.0.2) for the real-client tests
 	@command -v kcat >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq kcat >/dev/null; } || echo "kcat could not be installed: its tests will be skipped"

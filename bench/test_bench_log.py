@@ -1,97 +1,197 @@
-"""pytest-benchmark versions of the core scenarios (``make bench``; compare two commits with
-``--benchmark-compare``). Each logstore figure has its baseline in the same module, run in the
-same session: compare the ratio, not the absolute numbers (shared machine)."""
+"""pytest-benchmark versions of ``logstore bench``'s storage operations (``make bench``; compare
+two commits with ``--benchmark-compare``).
+
+Each benchmark times one operation (the set-up, such as a fresh directory or a copy of a crashed
+log, runs in pytest-benchmark's untimed ``setup``), using the functions of
+:mod:`logstore.benchmarks`. Each logstore benchmark has its baselines in the same group, run in
+the same session: on a shared machine compare ratios within a group, not absolute times.
+``extra_info["MB_per_s"]`` is the payload rate of the fastest round.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
-import run_core as core
 
 from logstore import Log, LogConfig
-from logstore import batch as batch_format
+from logstore.benchmarks import baselines as base
+from logstore.benchmarks import scenarios as sc
+from logstore.benchmarks.cleaning import dirty_log, find_cleaner
 
-RECORDS = 100_000
-VALUES = core.make_values(1000, 100)
-BATCHES = [VALUES] * (RECORDS // 1000)
-BIG_BATCH = batch_format.encode([os.urandom(1000)] * 1040, timestamps_ms=1)
-WRITE_BYTES = 64 * core.MiB
-
-
-def rate(benchmark, fn, unit):
-    result = {}
-
-    def run():
-        result["units"], result["seconds"] = fn()
-
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    benchmark.extra_info[unit] = result["units"] / result["seconds"]
+SIZES = [100, 1024, 10240]
+TOTAL_BYTES = 32 * base.MiB
+ROUNDS = 3
 
 
-@pytest.mark.benchmark(group="append-100B")
-def test_naive_framed_append(benchmark, tmp_path):
-    rate(benchmark, lambda: core.naive_framed_append(str(tmp_path / "n"), BATCHES), "records_per_s")
+def batches_for(size: int) -> list[list[bytes]]:
+    return sc.make_batches(size, min(200_000, TOTAL_BYTES // size))
 
 
-@pytest.mark.benchmark(group="append-100B")
-def test_logstore_append(benchmark, tmp_path):
-    rate(benchmark, lambda: core.logstore_append(str(tmp_path / "l"), BATCHES), "records_per_s")
+def measure(benchmark, fn, *, setup=None, payload_bytes: int | None = None):
+    """Time ``fn`` (``setup`` untimed before each round); ``payload_bytes`` gives MB/s."""
+    benchmark.pedantic(fn, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    if payload_bytes is not None and benchmark.stats is not None:  # None with --benchmark-disable
+        benchmark.extra_info["MB_per_s"] = round(payload_bytes / benchmark.stats.stats.min / 1e6, 1)
 
 
-@pytest.mark.benchmark(group="append-100B")
-def test_lmdb_append(benchmark, tmp_path):
-    pytest.importorskip("lmdb")
-    rate(benchmark, lambda: core.lmdb_append(str(tmp_path / "m"), BATCHES)[1], "records_per_s")
+def fresh_dir(path: str):
+    def setup():
+        shutil.rmtree(path, ignore_errors=True)
+
+    return setup
 
 
-@pytest.mark.benchmark(group="read-100B")
-def test_logstore_read_columns(benchmark, tmp_path):
-    core.logstore_append(str(tmp_path / "l"), BATCHES)
-    rate(benchmark, lambda: core.logstore_read(str(tmp_path / "l"), True), "records_per_s")
+# --- append Python records ---------------------------------------------------------------------
 
 
-@pytest.mark.benchmark(group="read-100B")
-def test_logstore_read_records(benchmark, tmp_path):
-    core.logstore_append(str(tmp_path / "l"), BATCHES)
-    rate(benchmark, lambda: core.logstore_read(str(tmp_path / "l"), False), "records_per_s")
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("subject", ["logstore", "raw_write", "naive", "lmdb", "sqlite"])
+def test_append(benchmark, tmp_path, subject, size):
+    benchmark.group = f"append-{size}B"
+    batches = batches_for(size)
+    path = str(tmp_path / subject)
+    if subject == "logstore":
+        def fn():
+            with Log(path, sc.CONFIG) as log:
+                for values in batches:
+                    log.append(values, timestamps_ms=sc.TIMESTAMP_MS)
+    elif subject == "raw_write":
+        chunks = [b"".join(batches[0])] * len(batches)
+
+        def fn():
+            base.raw_write(path, chunks)
+    elif subject == "lmdb":
+        pytest.importorskip("lmdb")
+
+        def fn():
+            base.lmdb_append(path, batches)
+    else:
+        fn = {"naive": lambda: base.naive_append(path, batches), "sqlite": lambda: base.sqlite_append(path, batches)}[subject]
+    measure(benchmark, fn, setup=fresh_dir(path), payload_bytes=sc.payload_bytes(batches))
 
 
-@pytest.mark.benchmark(group="read-100B")
-def test_lmdb_read(benchmark, tmp_path):
-    pytest.importorskip("lmdb")
-    env, _ = core.lmdb_append(str(tmp_path / "m"), BATCHES)
-    rate(benchmark, lambda: core.lmdb_read(env), "records_per_s")
+@pytest.mark.benchmark(group="append-batches-1MiB")
+@pytest.mark.parametrize("subject", ["logstore", "raw_write"])
+def test_append_batches(benchmark, tmp_path, subject):
+    batch = sc.one_mib_batch()
+    count = TOTAL_BYTES // len(batch)
+    path = str(tmp_path / subject)
+    config = sc.CONFIG.replace(max_batch_bytes=2 * base.MiB)
+
+    def logstore():
+        with Log(path, config) as log:
+            for _ in range(count):
+                log.append_batches(batch)
+
+    fn = logstore if subject == "logstore" else (lambda: base.raw_write(path, [batch] * count))
+    measure(benchmark, fn, setup=fresh_dir(path), payload_bytes=len(batch) * count)
 
 
-@pytest.mark.benchmark(group="append-1MiB-batches")
-def test_raw_sequential_write(benchmark, tmp_path):
-    rate(benchmark, lambda: core.raw_sequential_write(str(tmp_path / "r"), WRITE_BYTES), "bytes_per_s")
+# --- read back ---------------------------------------------------------------------------------
 
 
-@pytest.mark.benchmark(group="append-1MiB-batches")
-def test_logstore_append_batches(benchmark, tmp_path):
-    rate(benchmark, lambda: core.logstore_append_batches(str(tmp_path / "b"), BIG_BATCH, WRITE_BYTES), "bytes_per_s")
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("subject", ["logstore", "logstore_records", "raw_read", "naive", "lmdb", "sqlite"])
+def test_read(benchmark, tmp_path, subject, size):
+    benchmark.group = f"read-{size}B"
+    batches = batches_for(size)
+    path = str(tmp_path / subject)
+    if subject.startswith("logstore"):
+        sc.logstore_append(path, batches)
+        fn = lambda: sc.logstore_read(path, columns=subject == "logstore")  # noqa: E731
+    elif subject == "raw_read":
+        base.raw_write(path, [b"".join(batches[0])] * len(batches))
+        fn = lambda: base.raw_read(os.path.join(path, "raw"))  # noqa: E731
+    elif subject == "lmdb":
+        pytest.importorskip("lmdb")
+        base.lmdb_append(path, batches)
+        fn = lambda: base.lmdb_read(path)  # noqa: E731
+    else:
+        {"naive": base.naive_append, "sqlite": base.sqlite_append}[subject](path, batches)
+        fn = {"naive": lambda: base.naive_read(path), "sqlite": lambda: base.sqlite_read(path)}[subject]
+    measure(benchmark, fn, payload_bytes=sc.payload_bytes(batches))
 
 
-@pytest.mark.benchmark(group="recovery")
-def test_unclean_recovery(benchmark, tmp_path):
-    result = {}
-
-    def run():
-        result.update(core.recovery(str(tmp_path / "rec"), WRITE_BYTES, BIG_BATCH))
-
-    benchmark.pedantic(run, rounds=2, iterations=1)
-    benchmark.extra_info["GB_per_s"] = result["GB_per_s"]
+# --- lookups, open, recovery, compaction --------------------------------------------------------
 
 
-@pytest.mark.benchmark(group="open")
-def test_open_with_many_sealed_segments(benchmark, tmp_path):
-    directory = tmp_path / "many"
-    core.open_many_segments(str(directory), 2000)
-    config = LogConfig(durability="none", segment_bytes=1024, index_interval_bytes=4096)
+@pytest.fixture(scope="module")
+def lookup_log(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("lookup") / "log")
+    config = LogConfig(durability="none", segment_bytes=4 * base.MiB)
+    values = sc.make_batches(100, 100)[0]
+    with Log(path, config) as log:
+        for i in range(2000):
+            log.append(values, timestamps_ms=sc.TIMESTAMP_MS + 10 * i)
+    log = Log(path, config)
+    yield log
+    log.close()
 
-    def reopen():
-        Log(directory, config).close()
 
-    benchmark.pedantic(reopen, rounds=3, iterations=1)
+@pytest.mark.benchmark(group="lookup")
+def test_offset_lookup(benchmark, lookup_log):
+    offsets = iter(range(7, 10**9, 9973))
+    benchmark(lambda: lookup_log.read_slice(next(offsets) % lookup_log.log_end_offset, max_bytes=1))
+
+
+@pytest.mark.benchmark(group="lookup")
+def test_time_lookup(benchmark, lookup_log):
+    times = iter(range(3, 10**9, 7919))
+    benchmark(lambda: lookup_log.offset_for_timestamp(sc.TIMESTAMP_MS + next(times) % 20_000))
+
+
+@pytest.mark.benchmark(group="open-2000-sealed-segments")
+@pytest.mark.parametrize("subject", ["logstore", "stat_files"])
+def test_open_many_segments(benchmark, tmp_path, subject):
+    path = str(tmp_path / "many")
+    config = sc.write_many_segments(path, 2000)
+    fn = (lambda: Log(path, config).close()) if subject == "logstore" else (lambda: sc.stat_segment_files(path))
+    measure(benchmark, fn)
+
+
+@pytest.mark.benchmark(group="recovery-64MiB")
+@pytest.mark.parametrize("subject", ["logstore", "raw_read"])
+def test_unclean_recovery(benchmark, tmp_path, subject):
+    crashed, scratch = str(tmp_path / "crashed"), str(tmp_path / "scratch")
+    config = sc.crashed_log(crashed, 64 * base.MiB, sc.one_mib_batch())
+    segment = os.path.join(crashed, max(n for n in os.listdir(crashed) if n.endswith(".log")))
+    size = os.path.getsize(segment)
+
+    def copy():
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(crashed, scratch)
+
+    def recover():
+        with Log(scratch, config) as log:
+            assert not log.was_clean_shutdown
+
+    if subject == "logstore":
+        measure(benchmark, recover, setup=copy, payload_bytes=size)
+    else:
+        measure(benchmark, lambda: base.raw_read(segment), payload_bytes=size)
+
+
+@pytest.mark.benchmark(group="compaction-16MiB-1KiB")
+def test_compaction_pass(benchmark, tmp_path):
+    cleaner, reason = find_cleaner()
+    if cleaner is None:
+        pytest.skip(reason)
+    pristine, scratch = str(tmp_path / "pristine"), str(tmp_path / "scratch")
+    config, _distinct = dirty_log(pristine, 1024, 16 * base.MiB)
+    state = {}
+
+    def setup():
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(pristine, scratch)
+        state["log"] = Log(scratch, config)
+
+    def clean():
+        try:
+            result = cleaner.clean_log(state["log"], now_ms=sc.TIMESTAMP_MS + 1000, checkpoint=cleaner.CleanerCheckpoint())
+            assert result.status == "cleaned", result
+        finally:
+            state["log"].close()
+
+    measure(benchmark, clean, setup=setup)

@@ -10,6 +10,7 @@ Commands::
     logstore topics DATA_DIR describe TOPIC
     logstore topics DATA_DIR delete TOPIC
     logstore serve [--data DIR] [--host 127.0.0.1] [--port 9092] [...]   (see logstore serve --help)
+    logstore bench [--quick] [--scenario NAME...] [--record-bytes 100,1024,10240] [--data DIR]
 
 ``serve`` runs the Kafka-protocol server (:mod:`logstore.server`) until Ctrl-C or SIGTERM.
 ``dump`` and ``verify`` read files offline and never write (see :mod:`logstore.dump` and
@@ -40,6 +41,7 @@ import os
 import sys
 
 from . import __version__, dump, verify
+from .benchmarks import cli as bench_cli
 from .config import KAFKA_CONFIG_NAMES, LogConfig, kafka_config_changes
 from .errors import LogStoreError
 from .server import cli as serve_cli
@@ -155,7 +157,7 @@ def _describe(store, topic: str) -> None:
 
 # --- entry point --------------------------------------------------------------------------------
 
-_COMMANDS = (dump.add_parser, verify.add_parser, _add_topics_parser, serve_cli.add_parser)
+_COMMANDS = (dump.add_parser, verify.add_parser, _add_topics_parser, serve_cli.add_parser, bench_cli.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

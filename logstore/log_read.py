@@ -221,10 +221,11 @@ class LogReads:
         if found is None:
             return None
         position, header = found
-        for record in batch_format.decode(segment.read(position, header.size), path=segment.log_path):
-            if record.offset < start:
-                continue
-            if (record.timestamp_ms == target) if exact else (record.timestamp_ms >= target):
-                return OffsetAndTimestamp(record.offset, record.timestamp_ms)
-        return None
-
+        columns = batch_format.decode_columns(segment.read(position, header.size), path=segment.log_path)
+        timestamps = columns.timestamps_ms
+        hits = (timestamps == target) if exact else (timestamps >= target)
+        hits &= columns.offsets >= start
+        i = int(np.argmax(hits))
+        if not hits[i]:
+            return None
+        return OffsetAndTimestamp(int(columns.offsets[i]), int(timestamps[i]))

@@ -571,14 +571,19 @@ class Segment:
 
     # --- reading (no lock needed) --------------------------------------------------------------
 
-    def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+    def iter_headers(self, start: int, end: int, *, first_window: int = _SCAN_CHUNK_BYTES) -> Iterator[tuple[int, BatchHeader]]:
         """Walk batch headers from ``start`` (a batch boundary) up to ``end`` without reading the
         record bytes. Stops at a batch that would run past ``end``. A header that is not a batch
-        raises ``CorruptBatchError`` naming this file and the position."""
+        raises ``CorruptBatchError`` naming this file and the position.
+
+        Reads windows of ``first_window`` bytes, doubling up to 64 KiB: a lookup that expects its
+        batch within one index interval reads little; a long walk reads in large steps."""
         fd = self.file.fd
         position = start
+        window_bytes = max(HEADER_SIZE, first_window)
         while position + HEADER_SIZE <= end:
-            window = os.pread(fd, min(_SCAN_CHUNK_BYTES, end - position), position)
+            window = os.pread(fd, min(window_bytes, end - position), position)
+            window_bytes = min(window_bytes * 2, _SCAN_CHUNK_BYTES)
             at = 0
             while at + HEADER_SIZE <= len(window):
                 header = BatchHeader._make(HEADER.unpack_from(window, at))
@@ -615,7 +620,9 @@ class Segment:
         return self._scan_for(offset, self.offset_index.floor(offset)[1], end)
 
     def _scan_for(self, offset: int, start: int, end: int) -> tuple[int, BatchHeader] | None:
-        for position, header in self.iter_headers(start, end):
+        # the batch sought starts within about one index interval of the entry's position
+        first_window = min(_SCAN_CHUNK_BYTES, self.config.index_interval_bytes + 2 * HEADER_SIZE)
+        for position, header in self.iter_headers(start, end, first_window=first_window):
             if header.last_offset >= offset:
                 return position, header
         return None

@@ -15,6 +15,12 @@ them (murmur2 of the key, made positive, modulo the partition count), so a Kafka
 logstore agree on where a key lives; keyless records go, one append call at a time, to a sticky
 partition that changes with every call.
 
+Committed consumer offsets (``commit_offsets``/``fetch_offsets``) live in the internal compacted
+topic ``__consumer_offsets`` (see :mod:`logstore.group_offsets`), created on the first commit and
+read back into memory when the store opens. Internal topics are hidden from ``topics()`` (pass
+``include_internal=True``), cannot be created, deleted or appended to through the topic API, and
+are otherwise ordinary logs (``log()``, ``logs()``, the timer thread, the server's Fetch).
+
 Thread safety: appends to different partitions never wait for each other (each Log has its own
 lock); creating and deleting topics take the store's lock.
 """
@@ -28,20 +34,33 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+from . import group_offsets
 from .config import LogConfig
 from .errors import ConfigError, LogClosedError, LogLockedError, TopicError
 from .files import fsync_dir, write_atomically
+from .group_offsets import OFFSETS_TOPIC, GroupOffsets, OffsetAndMetadata
 from .log import AppendInfo, Log
 
-__all__ = ["LogStore", "TopicDescription", "PartitionAppend", "murmur2", "default_partition"]
+__all__ = [
+    "LogStore",
+    "TopicDescription",
+    "PartitionAppend",
+    "OffsetAndMetadata",
+    "INTERNAL_TOPICS",
+    "murmur2",
+    "default_partition",
+]
 
 TOPICS_FILE = "logstore-topics.json"
 LOCK_FILE = ".lock"
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DELETE_SUFFIX = "-delete"
+
+#: Topics the store manages itself (see the module docstring).
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
 
 
 def validate_topic_name(name: str) -> None:
@@ -109,7 +128,9 @@ class LogStore:
 
     ``default_config`` applies to topics created without their own settings. ``background=True``
     starts the store's timer thread (roll by ``segment_ms``, fsync by ``flush_ms``); tests pass
-    ``False`` and drive time themselves.
+    ``False`` and drive time themselves. ``offsets_topic_config`` (a dict of LogConfig changes)
+    adjusts ``__consumer_offsets`` when the store creates it (default: ``default_config``, so
+    commits follow its durability mode, made compact-only with 100 MiB segments at most).
     """
 
     def __init__(
@@ -121,6 +142,7 @@ class LogStore:
         background: bool = True,
         retention_check_interval_ms: int = 300_000,
         clock_ms=None,
+        offsets_topic_config: Mapping | None = None,
     ):
         self.data_dir = os.path.abspath(os.fspath(data_dir))
         self.default_config = default_config or LogConfig()
@@ -128,6 +150,9 @@ class LogStore:
             raise ConfigError(f"default_partitions must be >= 1, got {default_partitions}")
         self.default_partitions = default_partitions
         self._clock_ms = clock_ms
+        self._offsets_topic_changes = dict(offsets_topic_config or {})
+        group_offsets.offsets_topic_config(self.default_config, self._offsets_topic_changes)  # validate now
+        self._group_offsets: GroupOffsets | None = None
         self._lock = threading.RLock()
         self._closed = False
         self._sticky = 0
@@ -142,6 +167,8 @@ class LogStore:
                     self._logs[(description.name, partition)] = Log(
                         self._partition_dir(description.name, partition), description.config, clock_ms=clock_ms
                     )
+            if OFFSETS_TOPIC in self._topics:
+                self._group_offsets = self._open_group_offsets()
         except BaseException:
             self._close_logs()
             os.close(self._lock_fd)
@@ -214,8 +241,11 @@ class LogStore:
     ) -> TopicDescription:
         """Create a topic with ``partitions`` partitions (default: the store's) and ``config``
         (a LogConfig, or a dict of changes to the store's default). An existing name raises
-        :class:`TopicError`; bad values raise ``ConfigError``; nothing is created then."""
+        :class:`TopicError`; bad values raise ``ConfigError``; nothing is created then. Internal
+        topic names (``INTERNAL_TOPICS``) are reserved: ``TopicError``."""
         validate_topic_name(name)
+        if name in INTERNAL_TOPICS:
+            raise TopicError(f"topic {name!r} is internal: the store creates it when it is first needed")
         partitions = self.default_partitions if partitions is None else partitions
         if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= 100_000:
             raise ConfigError(f"partitions must be an int between 1 and 100000, got {partitions!r}")
@@ -225,6 +255,9 @@ class LogStore:
             config = LogConfig.from_dict({**self.default_config.to_dict(), **config})
         elif not isinstance(config, LogConfig):
             raise TypeError(f"config must be a LogConfig or a dict, got {type(config).__name__}")
+        return self._create_topic(name, partitions, config)
+
+    def _create_topic(self, name: str, partitions: int, config: LogConfig) -> TopicDescription:
         with self._lock:
             self._check_open()
             if name in self._topics:
@@ -249,7 +282,10 @@ class LogStore:
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and its data. Its directories are renamed ``...-delete`` first (so a
-        crash midway finishes the delete at the next open), then removed."""
+        crash midway finishes the delete at the next open), then removed. The offsets groups
+        committed for it are deleted too (tombstones in ``__consumer_offsets``)."""
+        if name in INTERNAL_TOPICS:
+            raise TopicError(f"topic {name!r} is internal and cannot be deleted")
         with self._lock:
             self._check_open()
             description = self._topic(name)
@@ -266,9 +302,14 @@ class LogStore:
             fsync_dir(self.data_dir)
             for partition in range(description.partitions):
                 shutil.rmtree(f"{self._partition_dir(name, partition)}.{tag}{_DELETE_SUFFIX}", ignore_errors=True)
+            if self._group_offsets is not None:
+                self._group_offsets.delete_topic(name)
 
-    def topics(self) -> list[str]:
-        return sorted(self._topics)
+    def topics(self, *, include_internal: bool = False) -> list[str]:
+        """Topic names, sorted; internal topics (``__consumer_offsets``) only if asked for."""
+        if include_internal:
+            return sorted(self._topics)
+        return sorted(name for name in self._topics if name not in INTERNAL_TOPICS)
 
     def describe_topic(self, name: str) -> TopicDescription:
         return self._topic(name)
@@ -310,7 +351,10 @@ class LogStore:
 
         With ``partition`` given, all records go there. Otherwise keyed records go to
         :func:`default_partition` of their key and keyless ones to this call's sticky partition.
+        Internal topics refuse appends (``TopicError``): use :meth:`commit_offsets`.
         """
+        if topic in INTERNAL_TOPICS:
+            raise TopicError(f"topic {topic!r} is internal: records are written by the store only")
         description = self._topic(topic)
         if partition is not None:
             info = self.log(topic, partition).append(
@@ -359,6 +403,62 @@ class LogStore:
 
     def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int):
         return self.log(topic, partition).offset_for_timestamp(timestamp_ms)
+
+    # --- committed offsets --------------------------------------------------------------------
+
+    def _open_group_offsets(self) -> GroupOffsets:
+        partitions = self._topics[OFFSETS_TOPIC].partitions
+        return GroupOffsets([self._logs[(OFFSETS_TOPIC, p)] for p in range(partitions)], clock_ms=self._clock_ms)
+
+    def _offsets_store(self, *, create: bool) -> GroupOffsets | None:
+        offsets = self._group_offsets
+        if offsets is not None or not create:
+            self._check_open()
+            return offsets
+        with self._lock:
+            self._check_open()
+            if self._group_offsets is None:
+                config = group_offsets.offsets_topic_config(self.default_config, self._offsets_topic_changes)
+                self._create_topic(OFFSETS_TOPIC, 1, config)
+                self._group_offsets = self._open_group_offsets()
+            return self._group_offsets
+
+    def commit_offsets(
+        self, group: str, offsets: Mapping[tuple[str, int], int | OffsetAndMetadata], *, sync: bool = False
+    ) -> None:
+        """Commit ``{(topic, partition): offset}`` for consumer ``group``, all in one record batch
+        of ``__consumer_offsets`` (so all or none survive a crash).
+
+        An offset is the *next* record to consume, as in Kafka; give an :class:`OffsetAndMetadata`
+        to attach metadata or a leader epoch. Durable as the store's durability mode promises
+        (``append``: fsynced before this returns; ``interval``: within ``flush_ms``, or before
+        it returns with ``sync=True``, as the server commits; ``none``: never fsynced). An unknown
+        topic or partition raises :class:`TopicError`, a bad value ``ValueError``/``TypeError``;
+        nothing is written then.
+        """
+        values: dict[tuple[str, int], OffsetAndMetadata] = {}
+        for (topic, partition), value in offsets.items():
+            if topic in INTERNAL_TOPICS:
+                raise TopicError(f"cannot commit offsets for internal topic {topic!r}")
+            self.log(topic, partition)  # TopicError if there is no such partition
+            values[(topic, partition)] = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
+        if values:
+            self._offsets_store(create=True).commit(group, values, sync=sync)
+
+    def fetch_offsets(
+        self, group: str, partitions: Iterable[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], OffsetAndMetadata]:
+        """What ``group`` committed: ``{(topic, partition): OffsetAndMetadata}`` for every
+        partition it committed, or for those of ``partitions`` it did (missing ones are absent)."""
+        offsets = self._offsets_store(create=False)
+        if offsets is None:
+            return {}
+        return offsets.fetch(group, partitions)
+
+    def delete_offsets(self, group: str, partitions: Iterable[tuple[str, int]] | None = None) -> int:
+        """Forget ``group``'s committed offsets (all, or those of ``partitions``); returns how many."""
+        offsets = self._offsets_store(create=False)
+        return 0 if offsets is None else offsets.delete(group, partitions)
 
     # --- lifecycle ----------------------------------------------------------------------------
 

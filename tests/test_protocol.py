@@ -414,12 +414,17 @@ def test_advertised_table():
         (1, 4, 11),
         (2, 1, 5),
         (3, 0, 8),
+        (8, 2, 7),
+        (9, 1, 5),
+        (10, 0, 2),
+        (11, 0, 5),
+        (12, 0, 3),
+        (13, 0, 3),
+        (14, 0, 3),
         (18, 0, 3),
         (19, 2, 4),
         (22, 0, 1),
     )
-    groups = set(advertised_api_versions(include_group_apis=True)) - set(advertised_api_versions())
-    assert groups == {(10, 0, 2), (11, 0, 5), (14, 0, 3), (12, 0, 3), (13, 0, 3), (8, 2, 7), (9, 1, 5)}
 
 
 def test_too_new_api_versions_gets_a_v0_error_listing_the_ranges():

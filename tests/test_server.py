@@ -21,7 +21,6 @@ import time
 import pytest
 from kafka.protocol.admin.topics import CreateTopicsRequest, CreateTopicsResponse
 from kafka.protocol.consumer.fetch import FetchRequest, FetchResponse
-from kafka.protocol.consumer.group import JoinGroupRequest
 from kafka.protocol.consumer.offsets import ListOffsetsRequest, ListOffsetsResponse
 from kafka.protocol.metadata.api_versions import ApiVersionsRequest, ApiVersionsResponse
 from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest, FindCoordinatorResponse
@@ -38,7 +37,7 @@ from logstore.config import LogConfig
 from logstore.errors import ConfigError
 from logstore.recovery import CLEAN_SHUTDOWN_NAME
 from logstore.server import Server, serve
-from logstore.server.handlers import Broker, CloseConnection, UnsupportedApiError
+from logstore.server.handlers import Broker, CloseConnection
 from logstore.server.producer_state import PRODUCER_IDS_FILE, ProducerIdAllocator, next_sequence
 from logstore.server.protocol import decode_request, read_parts
 from logstore.server.topic_configs import log_config_changes
@@ -54,7 +53,6 @@ RESPONSES = {
     CreateTopicsRequest: CreateTopicsResponse,
 }
 TS = 1_700_000_000_000
-JOIN_GROUP = dict(group_id="g", session_timeout_ms=1000, member_id="", protocol_type="consumer", protocols=[])
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -161,8 +159,10 @@ def test_api_versions(broker, version):
     assert response.error_code == 0
     ranges = {k.api_key: (k.min_version, k.max_version) for k in response.api_keys}
     assert ranges[0] == (0, 8) and ranges[1] == (4, 11) and ranges[18] == (0, 3)
-    assert ranges[10] == (0, 2)  # FindCoordinator: librdkafka's LZ4 gate (answered "not available")
-    assert not {8, 9, 11, 12, 13, 14} & set(ranges)  # no consumer-group APIs yet
+    assert ranges[10] == (0, 2)  # FindCoordinator (also librdkafka's LZ4 gate)
+    assert {k: ranges[k] for k in (8, 9, 11, 12, 13, 14)} == {
+        8: (2, 7), 9: (1, 5), 11: (0, 5), 12: (0, 3), 13: (0, 3), 14: (0, 3)
+    }
 
 
 def test_advertised_ranges_hold_the_versions_librdkafka_2_0_gates_on(broker):
@@ -170,15 +170,22 @@ def test_advertised_ranges_hold_the_versions_librdkafka_2_0_gates_on(broker):
     exact version; narrowing a range silently disables compression or batch format v2."""
     response = call(broker, ApiVersionsRequest, 3)
     ranges = {k.api_key: range(k.min_version, k.max_version + 1) for k in response.api_keys}
-    for api_key, version in [(0, 0), (0, 3), (0, 7), (1, 4), (1, 10), (2, 1), (10, 0), (22, 0)]:
+    for api_key, version in [(0, 0), (0, 3), (0, 7), (1, 4), (1, 10), (2, 1), (10, 0), (22, 0),
+                             (11, 0), (12, 0), (13, 0), (14, 0), (9, 1), (8, 2)]:
         assert version in ranges[api_key], (api_key, version)
 
 
 @pytest.mark.parametrize("version", range(3))
-def test_find_coordinator_is_not_available(broker, version):
+def test_find_coordinator_answers_this_node_for_groups(broker, version):
     request = decode_request(frame_of(FindCoordinatorRequest, version, key="g")[4:])
     frame = read_parts(broker.handle(request))
     response = FindCoordinatorResponse[version].decode(frame, header=True, framed=True)
+    assert (response.error_code, response.node_id, response.host, response.port) == (0, 0, "127.0.0.1", 9092)
+
+
+def test_find_coordinator_has_no_transaction_coordinator(broker):
+    request = decode_request(frame_of(FindCoordinatorRequest, 2, key="tx", key_type=1)[4:])
+    response = FindCoordinatorResponse[2].decode(read_parts(broker.handle(request)), header=True, framed=True)
     assert response.error_code == 15
 
 
@@ -630,12 +637,6 @@ def test_topic_config_mapping():
             log_config_changes([bad], base)
 
 
-def test_group_apis_are_not_served(broker):
-    request = decode_request(frame_of(JoinGroupRequest, 0, **JOIN_GROUP)[4:])
-    with pytest.raises(UnsupportedApiError):
-        broker.handle(request)
-
-
 # --- The socket server --------------------------------------------------------------------------
 
 
@@ -721,7 +722,6 @@ def _bad_inputs():
         "unknown-api-key": struct.pack(">ihhih", 10, 999, 0, 1, -1),
         "unsupported-version": frame_of(FetchRequest, 3, **fetch_fields([("t", 0, 0, 10)])),
         "produce-v2": frame_of(ProduceRequest, 2, acks=1, timeout_ms=10, topic_data=[]),
-        "group-api": frame_of(JoinGroupRequest, 0, **JOIN_GROUP),
         "short-header": struct.pack(">ih", 2, 18),
         "trailing-bytes": struct.pack(">i", len(api_versions) - 4 + 3) + api_versions[4:] + b"xyz",
     }

@@ -7,9 +7,8 @@ node (node id 0) that leads every partition at leader epoch 0.
 
 What each API does, and the Kafka behaviour it follows:
 
-* ApiVersions: the codec's advertised table (``messages.API_TABLE``) plus FindCoordinator (see
-  ``ADVERTISED_API_VERSIONS`` for why). A too-new version is answered by
-  ``answer_request_error`` with a v0 body and error 35 (KIP-511).
+* ApiVersions: the codec's advertised table (``messages.API_TABLE``). A too-new version is
+  answered by ``answer_request_error`` with a v0 body and error 35 (KIP-511).
 * Metadata: all topics for a null list (v0: an empty list). Unknown topics are created with the
   store's defaults when ``auto_create_topics`` is on and the client allows it (v4+ flag), as
   Kafka's ``auto.create.topics.enable``; creation is synchronous, so the topic is returned ready.
@@ -22,7 +21,20 @@ What each API does, and the Kafka behaviour it follows:
 * ListOffsets (v1-5): -1 latest (the high watermark), -2 earliest, -3 max timestamp, else the
   first offset at or after the timestamp, below the high watermark.
 * InitProducerId (v0-1): a new producer id, epoch 0; transactions are not supported.
-* FindCoordinator (v0-2): COORDINATOR_NOT_AVAILABLE until consumer groups exist.
+* FindCoordinator (v0-2): this node for a group; transactions (key type 1) are not coordinated
+  here: COORDINATOR_NOT_AVAILABLE.
+* JoinGroup (v0-5), SyncGroup (v0-3), Heartbeat (v0-3), LeaveGroup (v0-3, v3 in batches): the
+  state machine of ``groups.GroupCoordinator``. Join and Sync wait in the connection's thread
+  (served in order, as Kafka serves a connection) until the group moves on, ticking the
+  coordinator every ``group_poll_s`` so deadlines apply without a timer thread.
+* OffsetCommit (v2-7): the coordinator checks member and generation, then the offsets of one
+  request go to ``LogStore.commit_offsets`` as one batch of ``__consumer_offsets``, fsynced before
+  the answer like an acks=all Produce (not with ``durability="none"``). The v2-4
+  ``retention_time`` is ignored (as Kafka >= 2.1 does).
+* OffsetFetch (v1-5): the committed offsets, -1 where there is none; v2+ null topics means every
+  partition the group committed.
+* Produce to an internal topic (``__consumer_offsets``) is refused with INVALID_TOPIC_EXCEPTION, as
+  Kafka refuses it; Metadata marks it ``is_internal`` and lists it only when asked for by name.
 * CreateTopics (v2-4): partition count and the topic configs of ``topic_configs``.
 """
 
@@ -32,6 +44,7 @@ import dataclasses
 import functools
 import logging
 import sys
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -40,13 +53,15 @@ from kio.schema.errors import ErrorCode
 from logstore.errors import (
     ConfigError,
     LogClosedError,
+    LogStoreError,
     ProtocolError,
     TopicError,
 )
+from logstore.group_offsets import MAX_METADATA_BYTES, OffsetAndMetadata
 from logstore.log import EARLIEST, LATEST, MAX_TIMESTAMP
 from logstore.server.fetch import AppendSignal, Fetcher
+from logstore.server.groups import GroupConfig, GroupCoordinator, JoinResult, Pending, SyncResult
 from logstore.server.messages import (
-    API_TABLE,
     UNSUPPORTED_VERSION,
     ApiKey,
     advertised_api_versions,
@@ -56,7 +71,7 @@ from logstore.server.produce import Appender
 from logstore.server.producer_state import ProducerStateManager
 from logstore.server.protocol import Request, RequestError, UnsupportedVersionError, encode_response
 from logstore.server.topic_configs import log_config_changes
-from logstore.store import validate_topic_name
+from logstore.store import INTERNAL_TOPICS, validate_topic_name
 
 __all__ = ["Broker", "CloseConnection", "UnsupportedApiError"]
 
@@ -67,11 +82,14 @@ LEADER_EPOCH = 0
 _NO_AUTHORIZED_OPERATIONS = -(2**31)
 
 # Kafka error codes decided here, by name (kio's ErrorCode lists them all).
+UNKNOWN_SERVER_ERROR = -1
 NONE = 0
 UNKNOWN_TOPIC_OR_PARTITION = 3
+OFFSET_METADATA_TOO_LARGE = 12
 COORDINATOR_NOT_AVAILABLE = 15
 INVALID_TOPIC_EXCEPTION = 17
 INVALID_REQUIRED_ACKS = 21
+REBALANCE_IN_PROGRESS = 27
 TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
@@ -84,8 +102,7 @@ class CloseConnection(ProtocolError):
 
 
 class UnsupportedApiError(CloseConnection):
-    """A request for an API the codec decodes but this server does not serve (the consumer-group
-    APIs, never advertised)."""
+    """A request for an API the codec decodes but this server does not serve."""
 
 
 @functools.cache
@@ -109,23 +126,17 @@ def _nested(response_cls: type, name: str) -> type:
 
 
 _ZERO = timedelta(0)
+_MS = timedelta(milliseconds=1)
 
 
-#: The table we list in ApiVersions: the codec's advertised APIs plus FindCoordinator 0-2.
-#: librdkafka turns LZ4 on only if the broker lists FindCoordinator (2.0.2: its range must hold
-#: v0; 2.11+: any range), next to Produce v0 (already advertised for that reason): without it
-#: every lz4 batch from confluent-kafka or kcat is silently sent uncompressed. FindCoordinator
-#: is answered "not available" (see ``find_coordinator``); the other consumer-group APIs stay
-#: unlisted until groups are implemented.
-ADVERTISED_API_VERSIONS = tuple(
-    sorted(
-        {
-            *advertised_api_versions(),
-            (int(ApiKey.FIND_COORDINATOR), API_TABLE[ApiKey.FIND_COORDINATOR].min_version,
-             API_TABLE[ApiKey.FIND_COORDINATOR].max_version),
-        }
-    )
-)
+def _ms(duration: timedelta | None) -> int | None:
+    """kio decodes ``*_ms`` fields as ``timedelta``; the coordinator counts milliseconds."""
+    return None if duration is None else duration // _MS
+
+
+#: The table we list in ApiVersions (``messages.API_TABLE``). FindCoordinator in it also turns
+#: on librdkafka's LZ4 (2.0.2: the range must hold v0; 2.11+: any range), next to Produce v0.
+ADVERTISED_API_VERSIONS = advertised_api_versions()
 
 
 def advertised_api_versions_response(version: int, *, error_code: int = 0) -> Any:
@@ -149,6 +160,8 @@ class Broker:
     ``advertised_host``/``advertised_port`` are what Metadata tells clients to dial.
     ``default_partitions`` overrides the store's partition count for auto-created topics.
     ``fetch_poll_s`` and ``max_fetch_wait_s`` bound long polls (see ``logstore.server.fetch``).
+    ``group_config`` sets the group coordinator (session timeout bounds, initial rebalance delay);
+    ``group_poll_s`` is how often a waiting JoinGroup/SyncGroup re-checks deadlines.
     Thread-safe: every connection thread calls ``handle`` concurrently.
     """
 
@@ -164,6 +177,8 @@ class Broker:
         max_fetch_wait_s: float = 30.0,
         cluster_id: str = "logstore",
         producer_scan_batches: int = 1000,
+        group_config: GroupConfig | None = None,
+        group_poll_s: float = 0.05,
     ):
         self.store = store
         self.advertised_host = advertised_host
@@ -175,6 +190,8 @@ class Broker:
         self._appender = Appender(store, self.producers)
         self.appends = AppendSignal()
         self._fetcher = Fetcher(store, self.appends, poll_s=fetch_poll_s, max_wait_s=max_fetch_wait_s)
+        self.groups = GroupCoordinator(group_config)
+        self.group_poll_s = group_poll_s
         self._handlers = {
             ApiKey.API_VERSIONS: self.api_versions,
             ApiKey.METADATA: self.metadata,
@@ -184,6 +201,12 @@ class Broker:
             ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
             ApiKey.CREATE_TOPICS: self.create_topics,
             ApiKey.FIND_COORDINATOR: self.find_coordinator,
+            ApiKey.JOIN_GROUP: self.join_group,
+            ApiKey.SYNC_GROUP: self.sync_group,
+            ApiKey.HEARTBEAT: self.heartbeat,
+            ApiKey.LEAVE_GROUP: self.leave_group,
+            ApiKey.OFFSET_COMMIT: self.offset_commit,
+            ApiKey.OFFSET_FETCH: self.offset_fetch,
         }
 
     # --- dispatch -----------------------------------------------------------------------------
@@ -213,8 +236,10 @@ class Broker:
         self.appends.notify()
 
     def close(self) -> None:
-        """Wake every long poll so it answers now; later fetches do not wait."""
+        """Wake every long poll so it answers now (later fetches do not wait); answer waiting
+        JoinGroup/SyncGroup requests with COORDINATOR_NOT_AVAILABLE."""
         self.appends.close()
+        self.groups.close()
 
     # --- ApiVersions, Metadata ----------------------------------------------------------------
 
@@ -239,7 +264,7 @@ class Broker:
                     topic_cls,
                     error_code=ErrorCode(error),
                     name=name,
-                    is_internal=False,
+                    is_internal=name in INTERNAL_TOPICS,
                     partitions=tuple(
                         _make(
                             partition_cls,
@@ -314,6 +339,10 @@ class Broker:
                     error, base_offset, log_start, message = INVALID_REQUIRED_ACKS, -1, -1, f"acks={acks}"
                 elif body.transactional_id is not None:
                     error, base_offset, log_start, message = INVALID_REQUEST, -1, -1, "transactions are not supported"
+                elif topic.name in INTERNAL_TOPICS:
+                    error, base_offset, log_start, message = (
+                        INVALID_TOPIC_EXCEPTION, -1, -1, f"cannot produce to internal topic {topic.name}"
+                    )
                 else:
                     error, base_offset, log_start, message = self._appender.append(
                         topic.name, data.index, data.records, version, acks
@@ -394,21 +423,221 @@ class Broker:
     # --- FindCoordinator ----------------------------------------------------------------------
 
     def find_coordinator(self, request: Request) -> list:
-        """There is no group or transaction coordinator yet: COORDINATOR_NOT_AVAILABLE (15).
-
-        Advertised only because librdkafka enables LZ4 only when the broker lists FindCoordinator
-        (see ``advertised_api_versions_response``); a client asking gets a retriable "not now".
-        """
+        """Groups are coordinated by this node; transactions (key type 1) are not supported."""
         cls = response_class(ApiKey.FIND_COORDINATOR, request.api_version)
+        if getattr(request.body, "key_type", 0) != 0:
+            response = _make(
+                cls,
+                throttle_time=_ZERO,
+                error_code=ErrorCode(COORDINATOR_NOT_AVAILABLE),
+                error_message="logstore does not coordinate transactions",
+                node_id=-1,
+                host="",
+                port=-1,
+            )
+        else:
+            response = _make(
+                cls,
+                throttle_time=_ZERO,
+                error_code=ErrorCode(NONE),
+                error_message=None,
+                node_id=NODE_ID,
+                host=self.advertised_host,
+                port=self.advertised_port,
+            )
+        return [encode_response(request, response)]
+
+    # --- consumer groups ----------------------------------------------------------------------
+
+    def _await(self, pending: Pending, limit_ms: int, late):
+        """Wait for a Join/Sync answer, ticking the coordinator so its deadlines apply; after
+        ``limit_ms`` (a safety net: the coordinator's own deadlines come first) answer ``late``."""
+        deadline = time.monotonic() + limit_ms / 1000
+        while not pending.wait(self.group_poll_s):
+            self.groups.tick()
+            if time.monotonic() > deadline:
+                logger.warning("a group request waited %d ms; answering REBALANCE_IN_PROGRESS", limit_ms)
+                return late
+        return pending.result
+
+    def join_group(self, request: Request) -> list:
+        body, version = request.body, request.api_version
+        session_ms = _ms(body.session_timeout)
+        rebalance_ms = _ms(getattr(body, "rebalance_timeout", None))
+        pending = self.groups.join(
+            body.group_id,
+            body.member_id,
+            protocol_type=body.protocol_type,
+            protocols=[(p.name, p.metadata) for p in body.protocols],
+            session_timeout_ms=session_ms,
+            rebalance_timeout_ms=rebalance_ms,
+            client_id=request.client_id or "",
+        )
+        config = self.groups.config
+        limit = max(session_ms, rebalance_ms or 0) + config.initial_rebalance_delay_ms + 10_000
+        result: JoinResult = self._await(pending, limit, JoinResult(REBALANCE_IN_PROGRESS, member_id=body.member_id))
+        cls = response_class(ApiKey.JOIN_GROUP, version)
+        member_cls = _nested(cls, "JoinGroupResponseMember")
         response = _make(
             cls,
             throttle_time=_ZERO,
-            error_code=ErrorCode(COORDINATOR_NOT_AVAILABLE),
-            error_message="logstore does not coordinate consumer groups or transactions yet",
-            node_id=-1,
-            host="",
-            port=-1,
+            error_code=ErrorCode(result.error_code),
+            generation_id=result.generation_id,
+            protocol_name=result.protocol_name,
+            leader=result.leader_id,
+            member_id=result.member_id,
+            members=tuple(
+                _make(member_cls, member_id=member_id, group_instance_id=None, metadata=metadata)
+                for member_id, metadata in result.members
+            ),
         )
+        return [encode_response(request, response)]
+
+    def sync_group(self, request: Request) -> list:
+        body = request.body
+        pending = self.groups.sync(
+            body.group_id,
+            body.generation_id,
+            body.member_id,
+            {a.member_id: a.assignment for a in body.assignments},
+        )
+        config = self.groups.config
+        result: SyncResult = self._await(
+            pending, config.max_session_timeout_ms + 10_000, SyncResult(REBALANCE_IN_PROGRESS)
+        )
+        cls = response_class(ApiKey.SYNC_GROUP, request.api_version)
+        response = _make(
+            cls, throttle_time=_ZERO, error_code=ErrorCode(result.error_code), assignment=result.assignment
+        )
+        return [encode_response(request, response)]
+
+    def heartbeat(self, request: Request) -> list:
+        body = request.body
+        error = self.groups.heartbeat(body.group_id, body.generation_id, body.member_id)
+        cls = response_class(ApiKey.HEARTBEAT, request.api_version)
+        return [encode_response(request, _make(cls, throttle_time=_ZERO, error_code=ErrorCode(error)))]
+
+    def leave_group(self, request: Request) -> list:
+        body, version = request.body, request.api_version
+        cls = response_class(ApiKey.LEAVE_GROUP, version)
+        if version < 3:
+            (error,) = self.groups.leave(body.group_id, [body.member_id])
+            response = _make(cls, throttle_time=_ZERO, error_code=ErrorCode(error))
+        else:
+            member_ids = [m.member_id for m in body.members]
+            errors = self.groups.leave(body.group_id, member_ids)
+            member_cls = _nested(cls, "MemberResponse")
+            response = _make(
+                cls,
+                throttle_time=_ZERO,
+                error_code=ErrorCode(NONE),
+                members=tuple(
+                    member_cls(member_id=m.member_id, group_instance_id=m.group_instance_id, error_code=ErrorCode(e))
+                    for m, e in zip(body.members, errors, strict=True)
+                ),
+            )
+        return [encode_response(request, response)]
+
+    def offset_commit(self, request: Request) -> list:
+        body, version = request.body, request.api_version
+        cls = response_class(ApiKey.OFFSET_COMMIT, version)
+        topic_cls = _nested(cls, "OffsetCommitResponseTopic")
+        partition_cls = _nested(cls, "OffsetCommitResponsePartition")
+        errors = self._commit(body, version)
+        topics = tuple(
+            topic_cls(
+                name=topic.name,
+                partitions=tuple(
+                    partition_cls(partition_index=p.partition_index, error_code=ErrorCode(errors[(topic.name, p.partition_index)]))
+                    for p in topic.partitions
+                ),
+            )
+            for topic in body.topics
+        )
+        return [encode_response(request, _make(cls, throttle_time=_ZERO, topics=topics))]
+
+    def _commit(self, body, version: int) -> dict[tuple[str, int], int]:
+        """Validate and store one OffsetCommit; the error code of each (topic, partition)."""
+        wanted = [(t.name, p) for t in body.topics for p in t.partitions]
+        error = self.groups.validate_commit(body.group_id, body.generation_id_or_member_epoch, body.member_id)
+        if error != NONE:
+            return {(name, p.partition_index): error for name, p in wanted}
+        errors: dict[tuple[str, int], int] = {}
+        offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+        for name, p in wanted:
+            key = (name, p.partition_index)
+            metadata = p.committed_metadata or ""
+            if len(metadata.encode("utf-8")) > MAX_METADATA_BYTES:
+                errors[key] = OFFSET_METADATA_TOO_LARGE
+            elif name in INTERNAL_TOPICS or not self._partition_exists(name, p.partition_index):
+                errors[key] = UNKNOWN_TOPIC_OR_PARTITION
+            else:
+                errors[key] = NONE
+                offsets[key] = OffsetAndMetadata(
+                    p.committed_offset, metadata, getattr(p, "committed_leader_epoch", -1)
+                )
+        if offsets:
+            try:
+                # fsynced before the answer (unless the store never fsyncs), as Kafka answers a
+                # commit once every replica has it (offsets.commit.required.acks=-1) and as
+                # Produce with acks=all is answered here
+                self.store.commit_offsets(body.group_id, offsets, sync=True)
+            except LogClosedError:
+                failed = COORDINATOR_NOT_AVAILABLE
+            except TopicError:  # deleted meanwhile
+                failed = UNKNOWN_TOPIC_OR_PARTITION
+            except (LogStoreError, OSError, ValueError, TypeError):
+                logger.exception("storing offsets of group %r failed", body.group_id)
+                failed = UNKNOWN_SERVER_ERROR
+            else:
+                failed = NONE
+            if failed != NONE:
+                errors.update((key, failed) for key in offsets)
+        return errors
+
+    def _partition_exists(self, topic: str, partition: int) -> bool:
+        try:
+            self.store.log(topic, partition)
+        except (TopicError, LogClosedError):
+            return False
+        return True
+
+    def offset_fetch(self, request: Request) -> list:
+        body, version = request.body, request.api_version
+        cls = response_class(ApiKey.OFFSET_FETCH, version)
+        topic_cls = _nested(cls, "OffsetFetchResponseTopic")
+        partition_cls = _nested(cls, "OffsetFetchResponsePartition")
+        try:
+            committed = self.store.fetch_offsets(body.group_id)
+        except LogClosedError:
+            committed = {}
+        if body.topics is None:
+            wanted: dict[str, list[int]] = {}
+            for topic, partition in sorted(committed):
+                wanted.setdefault(topic, []).append(partition)
+        else:
+            wanted = {}
+            for t in body.topics:
+                wanted.setdefault(t.name, []).extend(t.partition_indexes)
+        none = OffsetAndMetadata(-1, "", -1)
+        topics = tuple(
+            topic_cls(
+                name=name,
+                partitions=tuple(
+                    _make(
+                        partition_cls,
+                        partition_index=p,
+                        committed_offset=committed.get((name, p), none).offset,
+                        committed_leader_epoch=committed.get((name, p), none).leader_epoch,
+                        metadata=committed.get((name, p), none).metadata,
+                        error_code=ErrorCode(NONE),
+                    )
+                    for p in partitions
+                ),
+            )
+            for name, partitions in wanted.items()
+        )
+        response = _make(cls, throttle_time=_ZERO, topics=topics, error_code=ErrorCode(NONE))
         return [encode_response(request, response)]
 
     # --- InitProducerId -----------------------------------------------------------------------

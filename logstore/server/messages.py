@@ -71,7 +71,7 @@ class ApiSpec(NamedTuple):
     min_decodable: int
     """Lowest version that ``decode_request`` accepts (differs from ``min_version`` only for Produce)."""
     advertised: bool
-    """False for APIs that are defined and decodable but not yet listed in ApiVersions."""
+    """False for an API that is defined and decodable but not listed in ApiVersions (none now)."""
 
 
 def _spec(api_key: ApiKey, versions: range, *, decodable_from: int | None = None, advertised: bool = True):
@@ -83,9 +83,6 @@ def _spec(api_key: ApiKey, versions: range, *, decodable_from: int | None = None
 # librdkafka < 2.11.1 enables LZ4 only if the Produce range contains v0, and the removed
 # versions use the pre-v2 message format that the storage layer does not accept. A request at
 # v0-2 therefore raises UnsupportedVersionError like any other version we cannot decode.
-#
-# The consumer-group APIs are decodable but not advertised until the server implements groups:
-# a client that sees them in ApiVersions would try to join a group and fail.
 API_TABLE: Final[Mapping[int, ApiSpec]] = MappingProxyType(
     {
         spec.api_key: spec
@@ -97,13 +94,13 @@ API_TABLE: Final[Mapping[int, ApiSpec]] = MappingProxyType(
             _spec(ApiKey.LIST_OFFSETS, range(1, 6)),
             _spec(ApiKey.INIT_PRODUCER_ID, range(0, 2)),
             _spec(ApiKey.CREATE_TOPICS, range(2, 5)),
-            _spec(ApiKey.FIND_COORDINATOR, range(0, 3), advertised=False),
-            _spec(ApiKey.JOIN_GROUP, range(0, 6), advertised=False),
-            _spec(ApiKey.SYNC_GROUP, range(0, 4), advertised=False),
-            _spec(ApiKey.HEARTBEAT, range(0, 4), advertised=False),
-            _spec(ApiKey.LEAVE_GROUP, range(0, 4), advertised=False),
-            _spec(ApiKey.OFFSET_COMMIT, range(2, 8), advertised=False),
-            _spec(ApiKey.OFFSET_FETCH, range(1, 6), advertised=False),
+            _spec(ApiKey.FIND_COORDINATOR, range(0, 3)),
+            _spec(ApiKey.JOIN_GROUP, range(0, 6)),
+            _spec(ApiKey.SYNC_GROUP, range(0, 4)),
+            _spec(ApiKey.HEARTBEAT, range(0, 4)),
+            _spec(ApiKey.LEAVE_GROUP, range(0, 4)),
+            _spec(ApiKey.OFFSET_COMMIT, range(2, 8)),
+            _spec(ApiKey.OFFSET_FETCH, range(1, 6)),
         )
     }
 )
@@ -111,16 +108,12 @@ API_TABLE: Final[Mapping[int, ApiSpec]] = MappingProxyType(
 is advertised yet. The single source for ApiVersions and for ``decode_request``'s version check."""
 
 
-def advertised_api_versions(*, include_group_apis: bool = False) -> tuple[tuple[int, int, int], ...]:
-    """``(api_key, min_version, max_version)`` for each API to list in ApiVersions, by key.
-
-    ``include_group_apis=True`` also lists the APIs marked ``advertised=False`` (the consumer-group
-    APIs), for the server that implements them.
-    """
+def advertised_api_versions() -> tuple[tuple[int, int, int], ...]:
+    """``(api_key, min_version, max_version)`` for each API to list in ApiVersions, by key."""
     return tuple(
         (int(spec.api_key), spec.min_version, spec.max_version)
         for spec in sorted(API_TABLE.values())
-        if spec.advertised or include_group_apis
+        if spec.advertised
     )
 
 
@@ -153,7 +146,6 @@ def api_versions_response(
     *,
     error_code: int = 0,
     throttle_time_ms: int = 0,
-    include_group_apis: bool = False,
 ) -> Any:
     """An ApiVersions response body of ``version`` listing the advertised ranges.
 
@@ -167,7 +159,7 @@ def api_versions_response(
         "error_code": ErrorCode(error_code),
         "api_keys": tuple(
             api_version_cls(api_key=key, min_version=low, max_version=high)
-            for key, low, high in advertised_api_versions(include_group_apis=include_group_apis)
+            for key, low, high in advertised_api_versions()
         ),
     }
     if version >= 1:

@@ -102,7 +102,9 @@ class Server:
     (default: the bound address). ``auto_create_topics`` and ``default_partitions`` behave as
     Kafka's ``auto.create.topics.enable`` and ``num.partitions`` (default: the store's).
     ``zero_copy=False`` sends record bytes with ``pread`` + ``sendall`` instead of
-    ``os.sendfile`` (for comparison; TLS would need it).
+    ``os.sendfile`` (for comparison; TLS would need it). ``group_config`` configures the consumer
+    group coordinator (``logstore.server.groups.GroupConfig``: session timeout bounds, initial
+    rebalance delay); ``server.broker.groups`` is the coordinator, for inspection.
 
     Bounds: ``max_frame_bytes`` (largest request; Kafka's ``socket.request.max.bytes``),
     ``max_connections`` (further ones are closed at once), ``idle_timeout_s`` (Kafka's
@@ -132,6 +134,7 @@ class Server:
         max_fetch_wait_s: float = 30.0,
         zero_copy: bool = True,
         backlog: int = 128,
+        group_config=None,
     ):
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
@@ -148,6 +151,7 @@ class Server:
             default_partitions=default_partitions,
             fetch_poll_s=fetch_poll_s,
             max_fetch_wait_s=max_fetch_wait_s,
+            group_config=group_config,
         )
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections

@@ -34,11 +34,19 @@ from .errors import (
     TopicError,
 )
 from .log import EARLIEST, LATEST, MAX_TIMESTAMP, AppendInfo, Log, OffsetAndTimestamp
+from .consumer import GroupConsumer
+from .group_offsets import OffsetAndMetadata
 from .segment import FileSlice
+from .store import LogStore, PartitionAppend, TopicDescription
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LogStore",
+    "TopicDescription",
+    "PartitionAppend",
+    "GroupConsumer",
+    "OffsetAndMetadata",
     "Log",
     "LogConfig",
     "AppendInfo",

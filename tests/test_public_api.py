@@ -7,6 +7,7 @@ import sys
 import logstore
 
 EXPECTED = {
+    "LogStore", "TopicDescription", "PartitionAppend", "GroupConsumer", "OffsetAndMetadata",
     "Log", "LogConfig", "AppendInfo", "OffsetAndTimestamp", "Record", "Compression", "FileSlice",
     "LATEST", "EARLIEST", "MAX_TIMESTAMP", "LogStoreError", "CorruptionError", "CorruptBatchError",
     "CorruptIndexError", "OffsetOutOfRangeError", "RecordTooLargeError", "InvalidRecordError", "LogClosedError",

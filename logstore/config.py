@@ -46,6 +46,16 @@ class LogConfig:
     retention_ms: int | None = 7 * 24 * 60 * 60 * 1000
     retention_bytes: int | None = None
     cleanup_policy: str = "delete"
+    # Compaction (cleanup_policy "compact" or "compact,delete"; see logstore.compaction)
+    #: a log is cleaned when dirty bytes / (clean + dirty bytes) exceeds this
+    min_cleanable_dirty_ratio: float = 0.5
+    #: a record stays uncompacted at least this long
+    min_compaction_lag_ms: int = 0
+    #: a record is compacted at most this long after it was written (None: no limit); the
+    #: active segment of a compacted log also rolls by it
+    max_compaction_lag_ms: int | None = None
+    #: a tombstone (value None) stays readable this long after its first cleaning
+    delete_retention_ms: int = 86_400_000
     #: deleted segments are renamed ``.deleted`` and unlinked this much later (readers that
     #: already hold one keep reading it in any case: the file stays open)
     file_delete_delay_ms: int = 60_000
@@ -76,6 +86,13 @@ class LogConfig:
         if self.retention_bytes is not None:
             positive_int("retention_bytes", self.retention_bytes, 0)
         positive_int("file_delete_delay_ms", self.file_delete_delay_ms, 0)
+        ratio = self.min_cleanable_dirty_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+            raise ConfigError(f"min_cleanable_dirty_ratio must be a number between 0 and 1, got {ratio!r}")
+        positive_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)
+        if self.max_compaction_lag_ms is not None:
+            positive_int("max_compaction_lag_ms", self.max_compaction_lag_ms)
+        positive_int("delete_retention_ms", self.delete_retention_ms, 0)
         if self.cleanup_policy not in CLEANUP_POLICIES:
             raise ConfigError(f"cleanup_policy must be one of {CLEANUP_POLICIES}, got {self.cleanup_policy!r}")
         if self.compression not in COMPRESSION_NAMES:
@@ -113,9 +130,13 @@ KAFKA_CONFIG_NAMES = {
     "cleanup.policy": "cleanup_policy",
     "compression.type": "compression",
     "file.delete.delay.ms": "file_delete_delay_ms",
+    "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
+    "max.compaction.lag.ms": "max_compaction_lag_ms",
+    "delete.retention.ms": "delete_retention_ms",
     "logstore.durability": "durability",
 }
-_UNSETTABLE = {"retention_ms", "retention_bytes", "flush_messages"}  # -1 (or Long.MAX) = no limit
+_UNSETTABLE = {"retention_ms", "retention_bytes", "flush_messages", "max_compaction_lag_ms"}  # -1 (or Long.MAX) = no limit
 
 
 def kafka_config_changes(pairs, base: LogConfig | None = None) -> dict:
@@ -149,6 +170,11 @@ def kafka_config_changes(pairs, base: LogConfig | None = None) -> dict:
                 changes[field] = text.lower()
         elif field == "durability":
             changes[field] = text
+        elif field == "min_cleanable_dirty_ratio":
+            try:
+                changes[field] = float(text)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is not a number") from None
         else:
             try:
                 number = int(text)

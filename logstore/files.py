@@ -21,6 +21,7 @@ __all__ = [
     "SWAP_SUFFIX",
     "DELETED_SUFFIX",
     "TMP_SUFFIX",
+    "CLEANER_CHECKPOINT_NAME",
     "segment_prefix",
     "segment_path",
     "parse_segment_name",
@@ -35,6 +36,8 @@ CLEANED_SUFFIX = ".cleaned"
 SWAP_SUFFIX = ".swap"
 DELETED_SUFFIX = ".deleted"
 TMP_SUFFIX = ".tmp"
+#: the cleaner's per-log progress file (first dirty offset); deleting it is always safe
+CLEANER_CHECKPOINT_NAME = "cleaner-offset-checkpoint"
 
 _NAME = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)((?:\.cleaned|\.swap|\.deleted)?)$")
 

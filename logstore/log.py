@@ -36,7 +36,7 @@ from .errors import (
     LogClosedError,
     RecordTooLargeError,
 )
-from .files import fsync_dir
+from .files import CLEANER_CHECKPOINT_NAME, fsync_dir
 from .log_cleanup import LogCleanup
 from .log_read import EARLIEST, LATEST, MAX_TIMESTAMP, LogReads, OffsetAndTimestamp
 from .recovery import Checkpoint, open_segments, write_checkpoint, write_clean_shutdown_marker
@@ -304,7 +304,16 @@ class Log(LogReads, LogCleanup):
 
     def _segment_too_old(self, segment: Segment, now_ms: int) -> bool:
         base = segment.rolling_base_ms()
-        return base is not None and now_ms - base > self.config.segment_ms
+        return base is not None and now_ms - base > self._max_segment_ms
+
+    @property
+    def _max_segment_ms(self) -> int:
+        """``segment_ms``, or ``max_compaction_lag_ms`` if smaller for a compacted log (the cleaner
+        never touches the active segment, so it must roll for the lag bound to hold; Kafka too)."""
+        lag = self.config.max_compaction_lag_ms
+        if self._compacted and lag is not None:
+            return min(self.config.segment_ms, lag)
+        return self.config.segment_ms
 
     def roll(self) -> Segment:
         """Seal the active segment and start a new one at ``log_end_offset`` (no-op when empty)."""
@@ -425,11 +434,16 @@ class Log(LogReads, LogCleanup):
         Works at batch granularity: a batch that holds ``offset`` is removed whole, so the new end
         is the base offset of that batch (<= ``offset``). Truncating at or past the end is a no-op.
         Truncating below ``log_start_offset`` empties the log and restarts it at ``offset``.
+        The cleaner's progress file is dropped, so its next pass starts over (never wrong).
         """
         with self._lock:
             self._check_open()
             if offset >= self.log_end_offset:
                 return self.log_end_offset
+            try:
+                os.unlink(os.path.join(self.directory, CLEANER_CHECKPOINT_NAME))
+            except FileNotFoundError:
+                pass
             if offset <= self._log_start_offset:
                 return self._truncate_fully(max(offset, 0))
             located = self._locate(offset, self.log_end_offset)

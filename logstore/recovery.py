@@ -131,16 +131,17 @@ def resolve_leftovers(directory: str) -> bool:
                 changed = True
         swaps = [s for s in swaps if s[0] < lowest]
     if swaps:
-        lower = min(base for base, _suffix, _name in swaps)
-        upper = max(
-            _next_offset_of(os.path.join(directory, name), base)
-            for base, suffix, name in swaps
-            if suffix == LOG_SUFFIX
-        ) if any(suffix == LOG_SUFFIX for _b, suffix, _n in swaps) else lower
-        for name in os.listdir(directory):
-            parsed = parse_segment_name(name)
-            if parsed and parsed[2] == "" and lower <= parsed[0] < max(upper, lower + 1):
-                _unlink(os.path.join(directory, name))
+        # The range a rewrite replaces comes from its .log.swap files only: a base whose .log was
+        # already renamed into place (the crash fell between its .log and its index renames) has
+        # index swaps left alone, and its new live .log must not be taken for an original.
+        logs = [(base, name) for base, suffix, name in swaps if suffix == LOG_SUFFIX]
+        if logs:
+            lower = min(base for base, _name in logs)
+            upper = max(_next_offset_of(os.path.join(directory, name), base) for base, name in logs)
+            for name in os.listdir(directory):
+                parsed = parse_segment_name(name)
+                if parsed and parsed[2] == "" and lower <= parsed[0] < max(upper, lower + 1):
+                    _unlink(os.path.join(directory, name))
         for _base, _suffix, name in swaps:
             os.replace(os.path.join(directory, name), os.path.join(directory, name[: -len(SWAP_SUFFIX)]))
         changed = True

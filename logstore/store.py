@@ -127,7 +127,9 @@ class LogStore:
     """A data directory of topics (created if missing); only one process may open it at a time.
 
     ``default_config`` applies to topics created without their own settings. ``background=True``
-    starts the store's timer thread (roll by ``segment_ms``, fsync by ``flush_ms``); tests pass
+    starts the store's threads (:mod:`logstore.background`): the timer (roll by ``segment_ms``,
+    fsync by ``flush_ms``, retention every ``retention_check_interval_ms``) and the cleaner
+    (compaction every ``cleaner_backoff_ms`` within ``cleaner_memory_budget_bytes``); tests pass
     ``False`` and drive time themselves. ``offsets_topic_config`` (a dict of LogConfig changes)
     adjusts ``__consumer_offsets`` when the store creates it (default: ``default_config``, so
     commits follow its durability mode, made compact-only with 100 MiB segments at most).
@@ -141,6 +143,8 @@ class LogStore:
         default_partitions: int = 1,
         background: bool = True,
         retention_check_interval_ms: int = 300_000,
+        cleaner_backoff_ms: int = 15_000,
+        cleaner_memory_budget_bytes: int = 128 * 1024 * 1024,
         clock_ms=None,
         offsets_topic_config: Mapping | None = None,
     ):
@@ -177,7 +181,12 @@ class LogStore:
         if background:
             from .background import Background
 
-            self._background = Background(self, retention_check_interval_ms=retention_check_interval_ms)
+            self._background = Background(
+                self,
+                retention_check_interval_ms=retention_check_interval_ms,
+                cleaner_backoff_ms=cleaner_backoff_ms,
+                cleaner_memory_budget_bytes=cleaner_memory_budget_bytes,
+            )
             self._background.start()
 
     # --- the directory lock -------------------------------------------------------------------
@@ -480,6 +489,12 @@ class LogStore:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def cleaner_stats(self):
+        """The cleaner's counters and the logs it marked uncleanable (``None`` without the
+        background threads)."""
+        return None if self._background is None else self._background.cleaner_stats
 
     def __enter__(self) -> LogStore:
         return self

@@ -216,3 +216,29 @@ def test_background_thread_rolls_idle_partitions_and_flushes(tmp_path):
         assert len(log.segments) == 2  # rolled with no append: the timer did it
         assert log.durable_offset == 1  # fsynced by the interval flush, not by an append
     assert not any(t.name == "logstore-background" for t in threading.enumerate())
+
+
+def test_cleaner_thread_compacts_compacted_topics(tmp_path):
+    import time
+
+    config = {"cleanup_policy": "compact", "segment_bytes": 2048, "durability": "none"}
+    with LogStore(tmp_path, background=True, cleaner_backoff_ms=50, cleaner_memory_budget_bytes=4 << 20) as store:
+        store.create_topic("c", 1, config)
+        for i in range(300):
+            store.append("c", [b"v%d" % i], keys=[b"k%d" % (i % 5)], partition=0)
+        log = store.log("c", 0)
+        before = log.size_bytes
+        deadline = time.monotonic() + 20
+        while store.cleaner_stats.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.cleaner_stats.passes >= 1
+        assert log.size_bytes < before
+        latest = {}
+        offset = log.log_start_offset
+        while offset < log.log_end_offset:
+            records = log.read(offset, max_bytes=10**6)
+            for r in records:
+                latest[r.key] = r.value
+            offset = records[-1].offset + 1
+        assert latest == {b"k%d" % k: b"v%d" % (295 + k) for k in range(5)}
+    assert not any(t.name == "logstore-cleaner" for t in threading.enumerate())

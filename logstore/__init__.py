@@ -19,6 +19,7 @@ prefix of what was appended that contains every record below the durable offset 
 
 from .batch import Compression, Record
 from .config import LogConfig
+from .consumer import GroupConsumer
 from .errors import (
     ConfigError,
     CorruptBatchError,
@@ -33,9 +34,8 @@ from .errors import (
     RecordTooLargeError,
     TopicError,
 )
-from .log import EARLIEST, LATEST, MAX_TIMESTAMP, AppendInfo, Log, OffsetAndTimestamp
-from .consumer import GroupConsumer
 from .group_offsets import OffsetAndMetadata
+from .log import EARLIEST, LATEST, MAX_TIMESTAMP, AppendInfo, Log, OffsetAndTimestamp
 from .segment import FileSlice
 from .store import LogStore, PartitionAppend, TopicDescription
 

@@ -86,7 +86,7 @@ class Background:
             )
             if result.status == "cleaned":
                 logger.info("compacted %s: %s", log.directory, result)
-            elif result.status in ("failed", "uncleanable") and result.error:
+            elif result.status == "failed":  # logged once; later rounds skip it as "uncleanable"
                 logger.warning("cannot compact %s: %s", log.directory, result.error)
             results.append(result)
         return results

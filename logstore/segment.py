@@ -662,8 +662,12 @@ class Segment:
                 except ValueError:
                     pass
         for index in (self._offset_index, self._time_index):
-            if index is not None:
-                index.close(trim=True)
+            if index is not None and not index.closed:
+                # trimmed and fsynced before the log writes its clean-shutdown marker, so a clean
+                # reopen never finds a preallocated zero tail (Kafka's "corrupt index" after a crash)
+                index.trim()
+                index.flush()
+                index.close(trim=False)
         self._file = None  # the SegmentFile closes itself when its last holder lets go
 
     @property

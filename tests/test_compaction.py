@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from logstore import Log, LogConfig
 from logstore import batch as batch_format
+from logstore._record_layout import Malformed as _Malformed
+from logstore._record_layout import locate as _locate
 from logstore.batch import Compression
 from logstore.cleaner import (
     CHECKPOINT_NAME,
@@ -26,8 +28,6 @@ from logstore.cleaner import (
     CleanerState,
     CleanerStats,
     OffsetMap,
-    _locate,
-    _Malformed,
     _memory_plan,
     clean_log,
     hash_key_list,

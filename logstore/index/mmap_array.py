@@ -239,6 +239,24 @@ class MmapArray:
             position=slot * self.ENTRY_BYTES,
         )
 
+    def _check_order(self, strict: np.ndarray, strict_name: str, rising: np.ndarray, rising_name: str) -> None:
+        """The shared sanity rule of both indexes: ``strict`` (the first ``count`` values of the
+        key column) strictly increases, so a zero tail after slot 0 shows, and ``rising`` never
+        decreases. Raises ``CorruptIndexError`` at the first entry that breaks either."""
+        count = len(strict)
+        bad_strict = np.flatnonzero(strict[1:] <= strict[:-1])
+        bad_rising = np.flatnonzero(rising[1:] < rising[:-1])
+        first = min(int(bad[0]) + 1 if len(bad) else count for bad in (bad_strict, bad_rising))
+        if first == count:
+            return
+        if len(bad_strict) and int(bad_strict[0]) + 1 == first:
+            what = f"{strict_name} {int(strict[first])} is not greater than {int(strict[first - 1])}"
+            if strict[first] == 0:
+                what += " (a zero tail: the file was not trimmed before a crash)"
+        else:
+            what = f"{rising_name} {int(rising[first])} is below {int(rising[first - 1])}"
+        self._raise_corrupt(first, f"entry {first} of {count}: {what}")
+
     def _check_length(self) -> None:
         self._view()  # a sealed index learns its length on load
         if self._torn_tail is not None:

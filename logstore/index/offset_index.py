@@ -133,19 +133,7 @@ class OffsetIndex(MmapArray):
         """
         self._check_length()
         count, (relative, positions) = self._view()
-        rel, pos = relative[:count], positions[:count]
-        bad_offset = np.flatnonzero(rel[1:] <= rel[:-1])
-        bad_position = np.flatnonzero(pos[1:] < pos[:-1])
-        first = min(int(bad[0]) + 1 if len(bad) else count for bad in (bad_offset, bad_position))
-        if first == count:
-            return
-        if len(bad_offset) and int(bad_offset[0]) + 1 == first:
-            what = f"relative offset {int(rel[first])} is not greater than {int(rel[first - 1])}"
-            if rel[first] == 0:
-                what += " (a zero tail: the file was not trimmed before a crash)"
-        else:
-            what = f"position {int(pos[first])} is below {int(pos[first - 1])}"
-        self._raise_corrupt(first, f"entry {first} of {count}: {what}")
+        self._check_order(relative[:count], "relative offset", positions[:count], "position")
 
     def to_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies ``(absolute offsets, positions)`` as int64 arrays (for the dump tool)."""

@@ -124,19 +124,7 @@ class TimeIndex(MmapArray):
         zero tail), or offsets decrease."""
         self._check_length()
         count, (timestamps, relative) = self._view()
-        ts, rel = timestamps[:count], relative[:count]
-        bad_timestamp = np.flatnonzero(ts[1:] <= ts[:-1])
-        bad_offset = np.flatnonzero(rel[1:] < rel[:-1])
-        first = min(int(bad[0]) + 1 if len(bad) else count for bad in (bad_timestamp, bad_offset))
-        if first == count:
-            return
-        if len(bad_timestamp) and int(bad_timestamp[0]) + 1 == first:
-            what = f"timestamp {int(ts[first])} is not greater than {int(ts[first - 1])}"
-            if ts[first] == 0:
-                what += " (a zero tail: the file was not trimmed before a crash)"
-        else:
-            what = f"relative offset {int(rel[first])} is below {int(rel[first - 1])}"
-        self._raise_corrupt(first, f"entry {first} of {count}: {what}")
+        self._check_order(timestamps[:count], "timestamp", relative[:count], "relative offset")
 
     def to_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies ``(timestamps, absolute offsets)`` as int64 arrays (for the dump tool)."""

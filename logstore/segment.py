@@ -216,26 +216,22 @@ class Segment:
     @property
     def offset_index(self) -> OffsetIndex:
         index = self._offset_index
-        if index is None:
-            with self._lazy_lock:
-                if self._offset_index is None:
-                    self._offset_index = self._checked(
-                        OffsetIndex(self.index_path, self.base_offset, writable=False)
-                    )
-                index = self._offset_index
-        return index
+        return index if index is not None else self._load_sealed_index("_offset_index", OffsetIndex, self.index_path)
 
     @property
     def time_index(self) -> TimeIndex:
         index = self._time_index
-        if index is None:
-            with self._lazy_lock:
-                if self._time_index is None:
-                    self._time_index = self._checked(
-                        TimeIndex(self.timeindex_path, self.base_offset, writable=False)
-                    )
-                index = self._time_index
-        return index
+        return index if index is not None else self._load_sealed_index("_time_index", TimeIndex, self.timeindex_path)
+
+    def _load_sealed_index(self, attribute: str, kind, path: str):
+        """First use of a sealed segment's index: open it lazily read-only, checked (once, under
+        the segment's lock, however many readers arrive together)."""
+        with self._lazy_lock:
+            index = getattr(self, attribute)
+            if index is None:
+                index = self._checked(kind(path, self.base_offset, writable=False))
+                setattr(self, attribute, index)
+            return index
 
     def _checked(self, index):
         """A sealed index passes its sanity check at first use, or is rebuilt from the ``.log``

@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_open_file_limit() -> None:
+    """A server keeps one fd per segment it has read plus one per connection: lift the soft
+    limit on open files to the hard limit (as Kafka's docs ask of operators); never fails."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status (0 on a clean stop)."""
     from logstore.server.server import Server
@@ -88,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             level=getattr(logging, str(args.log_level).upper(), logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+    _raise_open_file_limit()
     try:
         store = LogStore(args.data, default_partitions=args.partitions)
     except (LogStoreError, OSError) as e:

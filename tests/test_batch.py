@@ -831,3 +831,18 @@ def test_decode_paths_agree_on_damaged_records(records, uniform, data):
         expected = _outcome(damaged)
     with forced_path("vector"):
         assert _outcome(damaged) == expected
+
+
+@pytest.mark.parametrize("n", [25, 63, 64, 65, 1000, 8191, 8192, 8193])
+@pytest.mark.parametrize("value_bytes", [0, 1, 100, 127, 128, 16383, 16384])
+def test_uniform_fast_path_gives_the_reference_bytes(n, value_bytes):
+    """Equal-length values, no keys, one timestamp take a cached-separator path in
+    _record_encode; its bytes must equal the record-by-record reference path."""
+    if n * value_bytes > 20_000_000:
+        pytest.skip("too large for the default run")
+    values = [bytes([i % 251]) * value_bytes for i in range(n)]
+    fast = batch.encode(values, timestamps_ms=1_700_000_000_000, base_offset=5)
+    with forced_path("python"):
+        reference = batch.encode(values, timestamps_ms=1_700_000_000_000, base_offset=5)
+    assert fast == reference
+    assert [r.value for r in batch.decode(fast)] == values

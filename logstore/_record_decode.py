@@ -20,7 +20,7 @@ import numpy as np
 
 from ._varint import U64, read_varint, unzigzag, zigzag
 
-__all__ = ["RecordError", "decode_records"]
+__all__ = ["RecordError", "decode_records", "decode_records_many"]
 
 # The smallest record: length, attributes, timestamp delta, offset delta, key length, value length
 # and header count, one byte each. Bounds records_count before anything is allocated.
@@ -50,8 +50,101 @@ def decode_records(data: bytes, start: int, end: int, count: int):
         return _decode_small(data, start, end, count)
     array = np.frombuffer(data, dtype=np.uint8)
     starts, length_widths = _record_starts(data, start, end, count)
-    record_end = starts[1:]
-    pos = starts[:count] + length_widths + 1  # skip the length and the attributes byte
+    return _decode_fields(data, array, starts[:count], length_widths, starts[1:], count, start)
+
+
+def decode_records_many(data: bytes, regions: list[tuple[int, int, int]]):
+    """The records of several record sections of ``data``, each ``(start, end, count)`` with
+    ``count >= 1``, decoded together in one vectorised pass: ``(offset deltas, timestamp deltas,
+    keys, values, headers)`` of all of them, in order. For bulk reads of many uncompressed
+    batches: the fixed cost of the numpy calls is paid once, not once per batch.
+
+    RecordError when any framing is wrong; its message does not say which section (callers decode
+    section by section with :func:`decode_records` to report the damage precisely).
+    """
+    total = 0
+    for start, end, count in regions:
+        if count < 1 or count * _MIN_RECORD_SIZE > end - start:
+            raise RecordError("bad records_count")
+        total += count
+    array = np.frombuffer(data, dtype=np.uint8)
+    record_start, length_widths, record_end = _many_record_starts(data, array, regions, total)
+    return _decode_fields(data, array, record_start, length_widths, record_end, total, 0)
+
+
+def _many_record_starts(data: bytes, array: np.ndarray, regions, total: int):
+    """(start, length varint width, end) of every record of every section, as int64 arrays.
+
+    Sections are walked with :func:`_record_starts`, except that a section with as many records
+    and bytes as one walked before is taken to be laid out like it (a producer's batches of
+    equally sized values are): its starts are that section's, shifted. Guesses are then checked
+    all at once against the length varint of every record.
+    """
+    first_start, first_end, first_count = regions[0]
+    if len(regions) > 1 and all(end - start == first_end - first_start and count == first_count for start, end, count in regions):
+        # all sections alike (the usual bulk read): one walk, then the others by broadcasting
+        starts, widths = _record_starts(data, first_start, first_end, first_count)
+        offsets = np.array([start - first_start for start, _end, _count in regions], np.int64)[:, None]
+        record_start = (starts[:first_count] + offsets).ravel()
+        record_end = (starts[1:] + offsets).ravel()
+        # every section's length varints must be byte for byte those of the walked one
+        rows = record_start.reshape(len(regions), first_count)
+        for j in range(int(widths.max())):
+            columns = np.flatnonzero(widths > j) if j else slice(None)
+            template = array[starts[:first_count][columns] + j]
+            if not (array[rows[:, columns] + j] == template).all():
+                raise RecordError("record lengths do not match their positions")
+        return record_start, np.tile(widths, len(regions)), record_end
+    starts_parts: list = []
+    widths_parts: list = []
+    ends_parts: list = []
+    layouts: dict = {}  # (count, bytes) -> (starts relative to the section, widths)
+    guessed = False
+    for start, end, count in regions:
+        layout = layouts.get((count, end - start))
+        if layout is None:
+            starts, widths = _record_starts(data, start, end, count)
+            layouts[count, end - start] = (starts - start, widths)
+        else:
+            starts, widths = layout[0] + start, layout[1]
+            guessed = True
+        starts_parts.append(starts[:count])
+        widths_parts.append(widths)
+        ends_parts.append(starts[1:])
+    if len(regions) == 1:
+        return starts_parts[0], widths_parts[0], ends_parts[0]
+    record_start = np.concatenate(starts_parts)
+    record_width = np.concatenate(widths_parts)
+    record_end = np.concatenate(ends_parts)
+    if guessed:
+        _check_guessed(array, record_start, record_end, record_width)
+    return record_start, record_width, record_end
+
+
+def _check_guessed(array: np.ndarray, record_start: np.ndarray, record_end: np.ndarray, record_width: np.ndarray):
+    """RecordError unless the length varint of every record says exactly its guessed size."""
+    # (The walked sections' varints are as wide as found, so equal bytes mean equal values.)
+    if record_width.max() <= 2:
+        z = (record_end - record_start - record_width) << 1  # the zigzagged length
+        two = record_width == 2
+        expected = np.where(two, (z & 0x7F) | 0x80, z)
+        ok = np.array_equal(array[record_start], expected)
+        if ok and two.any():
+            second = record_start[two] + 1
+            ok = np.array_equal(array[second], z[two] >> 7)
+    else:
+        raw, width = _gather_varints(array, record_start, record_end, 5, "length")
+        ok = not (
+            (raw & U64(1)).any()
+            or not (record_width == width).all()
+            or not np.array_equal(record_start + record_width + (raw >> U64(1)).astype(np.int64), record_end)
+        )
+    if not ok:
+        raise RecordError("record lengths do not match their positions")
+
+
+def _decode_fields(data, array, record_start, length_widths, record_end, count, start):
+    pos = record_start + length_widths + 1  # skip the length and the attributes byte
     _check_inside(pos, record_end, "attributes")
     ts_raw, width = _gather_varints(array, pos, record_end, 10, "timestamp delta")
     pos = pos + width
@@ -188,8 +281,18 @@ def _gather_varints(array: np.ndarray, pos: np.ndarray, limit: np.ndarray, max_b
     byte = array[pos]
     if byte.max() < 0x80:
         return byte.astype(U64), 1
-    raw = (byte & 0x7F).astype(U64)
     more = byte >> 7  # 1 where the varint continues
+    if max_bytes > 1:
+        # Fields of at most two bytes (the usual case past one byte): one more gather, small types.
+        at = pos + 1
+        if np.count_nonzero((at >= limit) & more.view(bool)):
+            bad = _first((at >= limit) & more.view(bool))
+            raise RecordError(f"record {bad}: {field} runs past the end of the record")
+        second = array[np.minimum(at, len(array) - 1)] * more
+        if second.max() < 0x80:
+            raw16 = (byte & 0x7F).astype(np.uint16) | (second.astype(np.uint16) << 7)
+            return raw16.astype(U64), more.astype(np.int64) + 1
+    raw = (byte & 0x7F).astype(U64)
     width = more.astype(np.int64) + 1
     last = len(array) - 1
     for j in range(1, max_bytes):

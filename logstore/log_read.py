@@ -9,13 +9,16 @@ whole batches below ``log_end_offset``; a batch whose CRC fails raises
 from __future__ import annotations
 
 import bisect
+import os
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 
 from . import batch as batch_format
+from ._record_decode import RecordError, decode_records_many
 from .batch import Record
-from .errors import OffsetOutOfRangeError
+from .errors import CorruptBatchError, OffsetOutOfRangeError
 from .segment import FileSlice, Segment
 
 __all__ = ["LogReads", "OffsetAndTimestamp", "LATEST", "EARLIEST", "MAX_TIMESTAMP"]
@@ -74,11 +77,8 @@ class LogReads:
         :class:`CorruptBatchError` naming the file and position.
         """
         records: list[Record] = []
-        for segment, data, at, header, first, stop in self._read_batches(offset, max_bytes, max_offset):
-            decoded = batch_format.decode(data, at, path=segment.log_path)
-            if first or stop < header.last_offset + 1:
-                decoded = [r for r in decoded if offset <= r.offset < stop]
-            records.extend(decoded)
+        for offsets, timestamps, keys, values, headers in self._read_decoded(offset, max_bytes, max_offset):
+            records += map(_new_record, zip(offsets.tolist(), timestamps.tolist(), keys, values, headers, strict=True))
         return records
 
     def read_columns(
@@ -86,44 +86,46 @@ class LogReads:
     ) -> batch_format.RecordColumns:
         """Like :meth:`read`, but column by column (offsets and timestamps as numpy int64 arrays,
         keys, values and headers as lists): the fast path for bulk consumers."""
-        offsets, timestamps, keys, values, headers = [], [], [], [], []
-        for segment, data, at, header, first, stop in self._read_batches(offset, max_bytes, max_offset):
-            columns = batch_format.decode_columns(data, at, path=segment.log_path)
-            if first or stop < header.last_offset + 1:
-                keep = (columns.offsets >= offset) & (columns.offsets < stop)
-                picked = np.flatnonzero(keep).tolist()
-                columns = batch_format.RecordColumns(
-                    columns.offsets[keep],
-                    columns.timestamps_ms[keep],
-                    [columns.keys[i] for i in picked],
-                    [columns.values[i] for i in picked],
-                    [columns.headers[i] for i in picked],
-                )
-            offsets.append(columns.offsets)
-            timestamps.append(columns.timestamps_ms)
-            keys.extend(columns.keys)
-            values.extend(columns.values)
-            headers.extend(columns.headers)
-        if not offsets:
+        chunks = self._read_decoded(offset, max_bytes, max_offset)
+        if not chunks:
             empty = np.empty(0, dtype=np.int64)
             return batch_format.RecordColumns(empty, empty.copy(), [], [], [])
-        return batch_format.RecordColumns(np.concatenate(offsets), np.concatenate(timestamps), keys, values, headers)
+        if len(chunks) == 1:
+            return chunks[0]
+        keys, values, headers = [], [], []
+        for columns in chunks:
+            keys += columns.keys
+            values += columns.values
+            headers += columns.headers
+        return batch_format.RecordColumns(
+            np.concatenate([c.offsets for c in chunks]),
+            np.concatenate([c.timestamps_ms for c in chunks]),
+            keys,
+            values,
+            headers,
+        )
 
-    def _read_batches(self, offset: int, max_bytes: int, max_offset: int | None):
-        """Yield ``(segment, data, position in data, header, is_first, stop)`` for each batch to
-        decode; ``stop`` is the offset (exclusive) reads must not reach."""
+    def _read_decoded(self, offset: int, max_bytes: int, max_offset: int | None) -> list[batch_format.RecordColumns]:
+        """The records to return, as columns: one entry per range of the read plan (one read each).
+
+        A range of uncompressed batches is decoded in one vectorised pass over all its records
+        (:func:`_decode_range`); anything else, or anything that does not check out there (damage
+        included), is decoded batch by batch, which raises the precise error.
+        """
         self._check_open()
         stop = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
         self._check_range(offset, self.log_end_offset)
+        result = []
         first = True
         for segment, position, size in self._read_plan(offset, max_bytes, stop):
             data = segment.read(position, size)
-            at = 0
-            while at < size:
-                header = batch_format.unpack_header(data, at, path=segment.log_path)
-                yield segment, data, at, header, first, stop
-                first = False
-                at += header.size
+            columns = _decode_range(data, size, first, offset, stop)
+            if columns is None:
+                columns = _decode_batches(data, size, first, offset, stop, segment.log_path)
+            if columns is not None:
+                result.append(columns)
+            first = False
+        return result
 
     def _read_plan(self, offset: int, max_bytes: int, end: int) -> list[tuple[Segment, int, int]]:
         """(segment, position, size) ranges of whole batches to read, across segments."""
@@ -139,7 +141,7 @@ class LogReads:
         while i < len(segments):
             segment = segments[i]
             size = 0
-            for _batch_position, batch_header in segment.iter_headers(position, segment.size):
+            for batch_header in _walk_headers(segment, position, segment.size):
                 if batch_header.base_offset >= end:
                     break
                 if not first and size + batch_header.size > budget:
@@ -229,3 +231,161 @@ class LogReads:
         if not hits[i]:
             return None
         return OffsetAndTimestamp(int(columns.offsets[i]), int(timestamps[i]))
+
+
+_new_record = partial(tuple.__new__, Record)
+_HEADER_UNPACK = batch_format.HEADER.unpack_from
+_HEADER_SIZE = batch_format.HEADER_SIZE
+_MIN_BATCH_LENGTH = batch_format.MIN_BATCH_LENGTH
+_CODEC_MASK = batch_format.CODEC_MASK
+_LOG_APPEND_TIME_FLAG = batch_format.LOG_APPEND_TIME_FLAG
+_CRC_START = batch_format.CRC_START
+
+
+def _select(columns: batch_format.RecordColumns, keep: np.ndarray) -> batch_format.RecordColumns:
+    picked = np.flatnonzero(keep).tolist()
+    return batch_format.RecordColumns(
+        columns.offsets[keep],
+        columns.timestamps_ms[keep],
+        [columns.keys[i] for i in picked],
+        [columns.values[i] for i in picked],
+        [columns.headers[i] for i in picked],
+    )
+
+
+def _decode_batches(data: bytes, size: int, first: bool, offset: int, stop: int, path: str):
+    """The batches of ``data[:size]`` decoded one by one (any codec), each checked (header, CRC,
+    records) and filtered to ``offset <= o < stop`` where needed; None if there are none."""
+    parts = []
+    at = 0
+    while at < size:
+        header = batch_format.unpack_header(data, at, path=path)
+        columns = batch_format.decode_columns(data, at, path=path)
+        if first or stop < header.last_offset + 1:
+            columns = _select(columns, (columns.offsets >= offset) & (columns.offsets < stop))
+        parts.append(columns)
+        first = False
+        at += header.size
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    keys, values, headers = [], [], []
+    for columns in parts:
+        keys += columns.keys
+        values += columns.values
+        headers += columns.headers
+    return batch_format.RecordColumns(
+        np.concatenate([c.offsets for c in parts]),
+        np.concatenate([c.timestamps_ms for c in parts]),
+        keys,
+        values,
+        headers,
+    )
+
+
+def _decode_range(data: bytes, size: int, first: bool, offset: int, stop: int):
+    """The records of all batches in ``data[:size]`` decoded together, when every batch is
+    uncompressed and checks out (header, CRC, record framing); None otherwise, so that the caller
+    decodes batch by batch and reports what is wrong exactly as :func:`batch.decode_columns` does.
+    Filters to ``offset <= o < stop`` the batches :func:`_decode_batches` would filter."""
+    if type(data) is not bytes:
+        return None
+    view = memoryview(data)
+    crc32c = batch_format.crc32c
+    unpack = _HEADER_UNPACK
+    regions = []
+    bases = []
+    base_timestamps = []
+    max_timestamps = []
+    append_time = False
+    filtered = []  # indexes into regions of batches to filter
+    at = 0
+    while at < size:
+        if size - at < _HEADER_SIZE:
+            return None
+        (base_offset, batch_length, _epoch, magic, crc, attributes, last_delta, base_ts, max_ts, _pid, _pe, _seq,
+         count) = unpack(data, at)
+        end = at + 12 + batch_length
+        if magic != batch_format.MAGIC or batch_length < _MIN_BATCH_LENGTH or end > size:
+            return None
+        if attributes & _CODEC_MASK or crc32c(view[at + _CRC_START : end]) != crc:
+            return None
+        if first or stop < base_offset + last_delta + 1:
+            filtered.append(len(regions) if count else -1)
+        first = False
+        if count:
+            regions.append((at + _HEADER_SIZE, end, count))
+            bases.append(base_offset)
+            base_timestamps.append(base_ts)
+            if attributes & _LOG_APPEND_TIME_FLAG:
+                append_time = True
+                max_timestamps.append(max_ts)
+            else:
+                max_timestamps.append(None)
+        elif count < 0 or end != at + _HEADER_SIZE:
+            return None
+        at = end
+    if not regions:
+        return None  # (empty batches only: rare, left to the batch-by-batch path)
+    try:
+        off_delta, ts_delta, keys, values, headers = decode_records_many(data, regions)
+    except (RecordError, ValueError, IndexError, UnicodeDecodeError, OverflowError):
+        return None
+    counts = np.fromiter((r[2] for r in regions), np.int64, len(regions))
+    if len(regions) == 1:
+        offsets = off_delta + np.int64(bases[0])
+        with np.errstate(over="ignore"):
+            timestamps = ts_delta + np.int64(base_timestamps[0])
+    else:
+        offsets = off_delta + np.repeat(np.array(bases, np.int64), counts)
+        with np.errstate(over="ignore"):
+            timestamps = ts_delta + np.repeat(np.array(base_timestamps, np.int64), counts)
+    if append_time:
+        bounds = np.cumsum(counts).tolist()
+        for k, ts in enumerate(max_timestamps):
+            if ts is not None:
+                timestamps[bounds[k] - counts[k] : bounds[k]] = ts
+    columns = batch_format.RecordColumns(offsets, timestamps, keys, values, headers)
+    if filtered:
+        bounds = np.cumsum(counts).tolist()
+        keep = None
+        for k in filtered:
+            if k < 0:
+                continue
+            a, b = bounds[k] - int(counts[k]), bounds[k]
+            part = offsets[a:b]
+            inside = (part >= offset) & (part < stop)
+            if not inside.all():
+                if keep is None:
+                    keep = np.ones(len(offsets), dtype=bool)
+                keep[a:b] = inside
+        if keep is not None:
+            columns = _select(columns, keep)
+    return columns
+
+
+def _walk_headers(segment: Segment, start: int, end: int):
+    """The headers :meth:`Segment.iter_headers` yields from ``start`` up to ``end`` (same stops,
+    same errors), read 61 bytes at a time: a read plan needs no record bytes, and batches are
+    usually larger than that method's 64 KiB window, which then reads a window per header."""
+    fd = segment.file.fd
+    pread = os.pread
+    unpack = _HEADER_UNPACK
+    make = batch_format.BatchHeader._make
+    position = start
+    while position + _HEADER_SIZE <= end:
+        data = pread(fd, _HEADER_SIZE, position)
+        if len(data) < _HEADER_SIZE:
+            return
+        header = make(unpack(data))
+        if header.magic != batch_format.MAGIC or header.batch_length < _MIN_BATCH_LENGTH:
+            raise CorruptBatchError(
+                f"not a record batch (magic {header.magic}, batch_length {header.batch_length})",
+                path=segment.log_path,
+                position=position,
+            )
+        if position + header.size > end:
+            return
+        yield header
+        position += header.size

@@ -365,3 +365,17 @@ def test_compacted_log_refuses_keyless_records(tmp_path):
         log.append([b"v", None], keys=[b"k", b"k"])  # a tombstone has a key: fine
         log.append_batches(batch_format.encode([b"w"], keys=[b"j"], timestamps_ms=1))
         assert log.log_end_offset == 3
+
+
+def test_append_records_takes_record_like_objects(tmp_path):
+    from logstore import Record
+
+    with Log(tmp_path / "p", small()) as log:
+        info = log.append_records(
+            [Record(99, 5, b"k", b"v", (("h", b"x"),)), Record(7, -1, None, None)]  # offsets ignored
+        )
+        assert (info.base_offset, info.last_offset) == (0, 1)
+        first, second = log.read(0)
+        assert (first.offset, first.timestamp_ms, first.key, first.value, first.headers) == (0, 5, b"k", b"v", (("h", b"x"),))
+        assert (second.offset, second.key, second.value) == (1, None, None)
+        assert second.timestamp_ms > 5  # a negative timestamp means "now", as Kafka's NO_TIMESTAMP

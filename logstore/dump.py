@@ -41,15 +41,14 @@ Exit status: 0 after dumping; 1 when ``--verify-index-only`` finds a mismatch or
 from __future__ import annotations
 
 import argparse
-import base64
 import bisect
 import json
 import os
-import struct
 import sys
 from typing import NamedTuple
 
 from .batch import BatchHeader, decode
+from .dump_format import batch_fields, data_fields, decoded_text, kafka_line, last_sequence, record_fields
 from .errors import CorruptBatchError, CorruptIndexError
 from .index import OffsetIndex, TimeIndex
 from .segment_reader import LogScanner, LogTail, ScannedBatch, classify, matching_log, open_index
@@ -66,126 +65,6 @@ __all__ = [
     "dump_files",
     "os_error_text",
 ]
-
-_INT32_MAX = 2**31 - 1
-_CONTROL_TYPES = {
-    0: "ABORT",
-    1: "COMMIT",
-    2: "LEADER_CHANGE",
-    3: "SNAPSHOT_HEADER",
-    4: "SNAPSHOT_FOOTER",
-    5: "KRAFT_VERSION",
-    6: "KRAFT_VOTERS",
-}
-
-
-# --- output -------------------------------------------------------------------------------------
-
-
-def last_sequence(header: BatchHeader) -> int:
-    """The batch's last sequence number (-1 without one); sequences wrap at 2**31 - 1."""
-    return _add_sequence(header.base_sequence, header.last_offset_delta)
-
-
-def _add_sequence(base: int, delta: int) -> int:
-    if base < 0:
-        return -1
-    if base > _INT32_MAX - delta:
-        return delta - (_INT32_MAX - base) - 1
-    return base + delta
-
-
-def _kafka_line(fields: dict) -> str:
-    """``name: value`` pairs as Kafka prints them: lower-case booleans, ``[a,b]`` lists, Java's
-    ``OptionalLong``, and the timestamp labelled by its type (``CreateTime: 1000``)."""
-    parts = []
-    for name, value in fields.items():
-        if name == "timestampType":
-            continue
-        if name in ("maxTimestamp", "timestamp"):
-            name = fields["timestampType"]
-        elif name == "deleteHorizonMs":
-            value = "OptionalLong.empty" if value is None else f"OptionalLong[{value}]"
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, list):
-            value = "[" + ",".join(value) + "]"
-        parts.append(f"{name}: {value}")
-    return " ".join(parts)
-
-
-def _batch_fields(batch: ScannedBatch) -> dict:
-    """A batch line's fields, named and ordered as in Kafka's output."""
-    h = batch.header
-    return {
-        "baseOffset": h.base_offset,
-        "lastOffset": h.last_offset,
-        "count": h.records_count,
-        "baseSequence": h.base_sequence,
-        "lastSequence": last_sequence(h),
-        "producerId": h.producer_id,
-        "producerEpoch": h.producer_epoch,
-        "partitionLeaderEpoch": h.partition_leader_epoch,
-        "isTransactional": h.is_transactional,
-        "isControl": h.is_control,
-        "deleteHorizonMs": h.delete_horizon_ms,
-        "position": batch.position,
-        "timestampType": h.timestamp_type,
-        "maxTimestamp": h.max_timestamp,
-        "size": h.size,
-        "magic": h.magic,
-        "compresscodec": _codec_name(h),
-        "crc": h.crc,
-        "isvalid": batch.crc_error is None,
-    }
-
-
-def _record_fields(h: BatchHeader, record) -> dict:
-    key, value = record.key, record.value
-    fields = {
-        "offset": record.offset,
-        "timestampType": h.timestamp_type,
-        "timestamp": record.timestamp_ms,
-        "keySize": -1 if key is None else len(key),
-        "valueSize": -1 if value is None else len(value),
-        "sequence": _add_sequence(h.base_sequence, record.offset - h.base_offset),
-        "headerKeys": [k for k, _v in record.headers],
-    }
-    if h.is_control:
-        fields.update(_control_fields(key, value))
-    return fields
-
-
-def _codec_name(header: BatchHeader) -> str:
-    try:
-        return header.compression.name.lower()
-    except CorruptBatchError:
-        return f"unknown({header.attributes & 0x07})"
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
-def _data_fields(name: str, raw: bytes | None) -> dict:
-    if raw is None:
-        return {name: None}
-    try:
-        return {name: raw.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {name: _text(raw), name + "Base64": base64.b64encode(raw).decode("ascii")}
-
-
-def _control_fields(key: bytes | None, value: bytes | None) -> dict:
-    """What a control record says: end-transaction marker or another control type."""
-    if key is None or len(key) < 4:
-        return {"controlType": "UNKNOWN(-1)"}
-    type_id = struct.unpack_from(">h", key, 2)[0]
-    name = _CONTROL_TYPES.get(type_id, "UNKNOWN")
-    if name in ("ABORT", "COMMIT") and value is not None and len(value) >= 6:
-        return {"endTxnMarker": name, "coordinatorEpoch": struct.unpack_from(">i", value, 2)[0]}
-    return {"controlType": f"{name}({type_id})"}
-
 
 class _Reports:
     """What Kafka prints on stderr after all files: per file, in the order found."""
@@ -291,24 +170,24 @@ class _Dumper:
 
     def print_batch(self, path: str, batch: ScannedBatch) -> None:
         if self.options.json:
-            self.emit("batch", file=path, **_batch_fields(batch))
+            self.emit("batch", file=path, **batch_fields(batch))
         else:
-            self.line(_kafka_line(_batch_fields(batch)))
+            self.line(kafka_line(batch_fields(batch)))
 
     def print_record(self, path: str, h: BatchHeader, record) -> None:
-        fields = _record_fields(h, record)
+        fields = record_fields(h, record)
         data = self.options.print_data and not h.is_control
         if self.options.json:
             if data:
-                fields.update(_data_fields("key", record.key))
-                fields.update(_data_fields("payload", record.value))
+                fields.update(data_fields("key", record.key))
+                fields.update(data_fields("payload", record.value))
             self.emit("record", file=path, **fields)
             return
-        text = "| " + _kafka_line(fields)
+        text = "| " + kafka_line(fields)
         if data and record.key is not None:
-            text += f" key: {_text(record.key)}"
+            text += f" key: {decoded_text(record.key)}"
         if data and record.value is not None:
-            text += f" payload: {_text(record.value)}"
+            text += f" payload: {decoded_text(record.value)}"
         self.line(text)
 
     def problem(self, path: str, message: str) -> None:

@@ -90,20 +90,7 @@ class LogReads:
         if not chunks:
             empty = np.empty(0, dtype=np.int64)
             return batch_format.RecordColumns(empty, empty.copy(), [], [], [])
-        if len(chunks) == 1:
-            return chunks[0]
-        keys, values, headers = [], [], []
-        for columns in chunks:
-            keys += columns.keys
-            values += columns.values
-            headers += columns.headers
-        return batch_format.RecordColumns(
-            np.concatenate([c.offsets for c in chunks]),
-            np.concatenate([c.timestamps_ms for c in chunks]),
-            keys,
-            values,
-            headers,
-        )
+        return _concatenate(chunks)
 
     def _read_decoded(self, offset: int, max_bytes: int, max_offset: int | None) -> list[batch_format.RecordColumns]:
         """The records to return, as columns: one entry per range of the read plan (one read each).
@@ -266,8 +253,11 @@ def _decode_batches(data: bytes, size: int, first: bool, offset: int, stop: int,
         parts.append(columns)
         first = False
         at += header.size
-    if not parts:
-        return None
+    return _concatenate(parts) if parts else None
+
+
+def _concatenate(parts: list[batch_format.RecordColumns]) -> batch_format.RecordColumns:
+    """One RecordColumns of several, in order (the single one as it is)."""
     if len(parts) == 1:
         return parts[0]
     keys, values, headers = [], [], []

@@ -309,6 +309,18 @@ class MmapArray:
             grown.append(new)
         return tuple(grown)
 
+    def _truncate_before_offset(self, offset: int, column: int) -> None:
+        """Drop every entry whose absolute offset is >= ``offset``; column ``column`` of the
+        snapshot holds the relative offsets (non-decreasing in both indexes)."""
+        self._require_writable()
+        count, columns = self._snap
+        target = offset - self.base_offset
+        if target > U32_MAX:
+            return
+        relative = columns[column]
+        keep = 0 if target <= 0 else int(relative[:count].searchsorted(np.uint32(target), side="left"))
+        self._truncate_rows(keep)
+
     def _truncate_rows(self, keep: int) -> None:
         """Keep the first ``keep`` entries; zero the dropped ones in the file (see module doc)."""
         mm = self._require_writable()

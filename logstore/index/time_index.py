@@ -110,13 +110,7 @@ class TimeIndex(MmapArray):
 
     def truncate_to(self, offset: int) -> None:
         """Drop every entry whose offset is >= ``offset`` (writable only)."""
-        self._require_writable()
-        count, (_, relative) = self._snap
-        target = offset - self.base_offset
-        if target > U32_MAX:
-            return
-        keep = 0 if target <= 0 else int(relative[:count].searchsorted(np.uint32(target), side="left"))
-        self._truncate_rows(keep)
+        self._truncate_before_offset(offset, 1)
 
     def sanity_check(self) -> None:
         """Raise ``CorruptIndexError`` (path, byte position of the first bad entry) if the file

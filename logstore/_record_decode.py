@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -143,11 +144,29 @@ def _check_guessed(array: np.ndarray, record_start: np.ndarray, record_end: np.n
         raise RecordError("record lengths do not match their positions")
 
 
-def _decode_fields(data, array, record_start, length_widths, record_end, count, start):
+class FieldLayout(NamedTuple):
+    """Where every field of every record lies (int64 arrays over ``data``), and the raw varints."""
+
+    ts_start: np.ndarray
+    ts_width: np.ndarray | int
+    ts_raw: np.ndarray
+    off_raw: np.ndarray
+    key_start: np.ndarray
+    key_len: np.ndarray  # -1: null
+    value_start: np.ndarray
+    value_len: np.ndarray  # -1: null
+    header_count_raw: np.ndarray
+    headers_start: np.ndarray  # just past the header count
+
+
+def field_layout(array: np.ndarray, record_start, length_widths, record_end) -> FieldLayout:
+    """Every field's position for records whose starts and ends are known (RecordError when a
+    field runs past its record's end or a length is negative below -1)."""
     pos = record_start + length_widths + 1  # skip the length and the attributes byte
     _check_inside(pos, record_end, "attributes")
-    ts_raw, width = _gather_varints(array, pos, record_end, 10, "timestamp delta")
-    pos = pos + width
+    ts_start = pos
+    ts_raw, ts_width = _gather_varints(array, pos, record_end, 10, "timestamp delta")
+    pos = pos + ts_width
     off_raw, width = _gather_varints(array, pos, record_end, 5, "offset delta")
     pos = pos + width
     key_raw, width = _gather_varints(array, pos, record_end, 5, "key length")
@@ -161,7 +180,14 @@ def _decode_fields(data, array, record_start, length_widths, record_end, count, 
     pos = value_start + np.maximum(value_len, 0)
     _check_inside(pos, record_end, "header count")
     hc_raw, width = _gather_varints(array, pos, record_end, 5, "header count")
-    pos = pos + width
+    return FieldLayout(ts_start, ts_width, ts_raw, off_raw, key_start, key_len, value_start, value_len, hc_raw,
+                       pos + width)
+
+
+def _decode_fields(data, array, record_start, length_widths, record_end, count, start):
+    layout = field_layout(array, record_start, length_widths, record_end)
+    pos = layout.headers_start
+    hc_raw = layout.header_count_raw
     headers = [()] * count
     if hc_raw.any():
         header_counts = unzigzag(hc_raw)
@@ -175,9 +201,9 @@ def _decode_fields(data, array, record_start, length_widths, record_end, count, 
         raise RecordError(
             f"record {bad}: fields end at byte {int(pos[bad]) - start} but its length says {int(record_end[bad]) - start}"
         )
-    keys = _cut(data, key_start, key_len, count)
-    values = _cut(data, value_start, value_len, count)
-    return unzigzag(off_raw), unzigzag(ts_raw), keys, values, headers
+    keys = _cut(data, layout.key_start, layout.key_len, count)
+    values = _cut(data, layout.value_start, layout.value_len, count)
+    return unzigzag(layout.off_raw), unzigzag(layout.ts_raw), keys, values, headers
 
 
 def _decode_small(data: bytes, start: int, end: int, count: int):

@@ -69,20 +69,25 @@ def decode_records_many(data: bytes, regions: list[tuple[int, int, int]]):
             raise RecordError("bad records_count")
         total += count
     array = np.frombuffer(data, dtype=np.uint8)
-    record_start, length_widths, record_end = _many_record_starts(data, array, regions, total)
+    try:
+        record_start, length_widths, record_end = _many_record_starts(data, array, regions, total)
+    except RecordError:
+        # A guessed layout was wrong (sections of equal size and count laid out differently):
+        # walk every section.
+        record_start, length_widths, record_end = _many_record_starts(data, array, regions, total, guess=False)
     return _decode_fields(data, array, record_start, length_widths, record_end, total, 0)
 
 
-def _many_record_starts(data: bytes, array: np.ndarray, regions, total: int):
+def _many_record_starts(data: bytes, array: np.ndarray, regions, total: int, *, guess: bool = True):
     """(start, length varint width, end) of every record of every section, as int64 arrays.
 
-    Sections are walked with :func:`_record_starts`, except that a section with as many records
-    and bytes as one walked before is taken to be laid out like it (a producer's batches of
-    equally sized values are): its starts are that section's, shifted. Guesses are then checked
-    all at once against the length varint of every record.
+    Sections are walked with :func:`_record_starts`, except that (with ``guess``) a section with
+    as many records and bytes as one walked before is taken to be laid out like it (a producer's
+    batches of equally sized values are): its starts are that section's, shifted. Guesses are
+    then checked all at once against the length varint of every record (RecordError if wrong).
     """
     first_start, first_end, first_count = regions[0]
-    if len(regions) > 1 and all(end - start == first_end - first_start and count == first_count for start, end, count in regions):
+    if guess and len(regions) > 1 and all(end - start == first_end - first_start and count == first_count for start, end, count in regions):
         # all sections alike (the usual bulk read): one walk, then the others by broadcasting
         starts, widths = _record_starts(data, first_start, first_end, first_count)
         offsets = np.array([start - first_start for start, _end, _count in regions], np.int64)[:, None]
@@ -102,7 +107,7 @@ def _many_record_starts(data: bytes, array: np.ndarray, regions, total: int):
     layouts: dict = {}  # (count, bytes) -> (starts relative to the section, widths)
     guessed = False
     for start, end, count in regions:
-        layout = layouts.get((count, end - start))
+        layout = layouts.get((count, end - start)) if guess else None
         if layout is None:
             starts, widths = _record_starts(data, start, end, count)
             layouts[count, end - start] = (starts - start, widths)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from logstore import Log, LogConfig, batch
 from logstore._record_alike import decode_records_alike
-from logstore._record_decode import decode_records
+from logstore._record_decode import decode_records, decode_records_many
 
 HEADER = batch.HEADER_SIZE
 
@@ -188,3 +188,15 @@ def test_log_reads_alike_batches_with_varying_timestamps(tmp_path):
         middle = log.read_columns(1234, max_bytes=200_000, max_offset=5000)
         assert middle.offsets[0] == 1234 and middle.offsets[-1] < 5000
         assert middle.values == [v for _t, v in expected[1234 : 1234 + len(middle.values)]]
+
+
+def test_many_decodes_sections_of_equal_size_laid_out_differently():
+    # Same record count and bytes, different value sizes: the layout guess of decode_records_many
+    # is wrong; it must walk each section instead of failing the whole range.
+    rng = random.Random(5)
+    one = [rng.randbytes(40) for _ in range(100)]
+    other = list(one)
+    other[10], other[20] = rng.randbytes(41), rng.randbytes(39)
+    for pair in ([one, other], [other, one], [one, other, one, other]):
+        data, regions = joined([batch.encode(values, timestamps_ms=1) for values in pair])
+        assert_same(decode_records_many(data, regions), reference(data, regions))

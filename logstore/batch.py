@@ -157,6 +157,31 @@ _MAX_BATCH_LENGTH = 2**31 - 1
 crc32c = _crc32c.crc32c
 
 
+def _whole_crc32c():
+    """The fastest one-shot CRC-32C at hand: checking a whole batch in one call (validate,
+    recovery, the read path). ``crc32c`` stays the incremental one (encoders chain calls).
+
+    ``fastcrc`` (a dependency; optional at run time) folds with carry-less multiplies (PCLMULQDQ / VPCLMULQDQ on x86,
+    PMULL on ARM): about 10 µs per MiB against about 38 µs for ``crc32c`` (the SSE4.2 ``crc32``
+    instruction) on the benchmark machine. It is used only after it agrees with ``crc32c`` on a
+    known vector, so a broken build falls back instead of refusing every batch.
+    """
+    try:
+        from fastcrc.crc32 import iscsi
+    except ImportError:
+        return crc32c
+    try:
+        probe = bytes(range(256)) * 5
+        if iscsi(probe) == crc32c(probe) and iscsi(memoryview(probe)[3:]) == crc32c(probe[3:]):
+            return iscsi
+    except Exception:  # pragma: no cover - a broken optional build: keep the reference
+        pass
+    return crc32c  # pragma: no cover
+
+
+crc32c_oneshot = _whole_crc32c()
+
+
 class BatchHeader(NamedTuple):
     """The 61-byte batch header, fields in wire order."""
 
@@ -274,7 +299,7 @@ def validate(buf, position: int = 0, *, path: str | None = None) -> BatchHeader:
             path=path,
             position=position,
         )
-    actual = crc32c(memoryview(buf)[position + CRC_START : end])
+    actual = crc32c_oneshot(memoryview(buf)[position + CRC_START : end])
     if actual != header.crc:
         raise CorruptBatchError(
             f"CRC-32C mismatch: stored {header.crc:#010x}, computed {actual:#010x}",

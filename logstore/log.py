@@ -57,6 +57,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_new_header = tuple.__new__
+
+
+def _with_base_offset(header: BatchHeader, base_offset: int) -> BatchHeader:
+    """``header._replace(base_offset=base_offset)``, without its per-call overhead."""
+    return _new_header(BatchHeader, (base_offset, *header[1:]))
+
+
 class Log(LogReads, LogCleanup):
     """One partition: ordered segments in ``directory`` (created if missing).
 
@@ -226,23 +234,29 @@ class Log(LogReads, LogCleanup):
         :class:`CorruptBatchError` and nothing is written; a batch over ``max_batch_bytes`` raises
         :class:`RecordTooLargeError`.
         """
-        buf = memoryview(data).cast("B")
-        if not buf:
+        buf = memoryview(data)
+        if buf.format != "B" or buf.ndim != 1 or not buf.c_contiguous:
+            buf = buf.cast("B")
+        total = len(buf)
+        if not total:
             raise ValueError("no batches given")
+        max_batch_bytes = self.config.max_batch_bytes
+        validate = batch_format.validate
         headers: list[tuple[int, BatchHeader]] = []
         position = 0
-        while position < len(buf):
-            if len(buf) - position < batch_format.HEADER_SIZE:
+        while position < total:
+            if total - position < batch_format.HEADER_SIZE:
                 raise CorruptBatchError(
-                    f"{len(buf) - position} trailing bytes are not a whole batch", position=position
+                    f"{total - position} trailing bytes are not a whole batch", position=position
                 )
-            header = batch_format.validate(buf, position)
-            if header.size > self.config.max_batch_bytes:
+            header = validate(buf, position)
+            size = header.batch_length + batch_format.LOG_OVERHEAD
+            if size > max_batch_bytes:
                 raise RecordTooLargeError(
-                    f"batch of {header.size} bytes exceeds max_batch_bytes={self.config.max_batch_bytes}"
+                    f"batch of {size} bytes exceeds max_batch_bytes={max_batch_bytes}"
                 )
             headers.append((position, header))
-            position += header.size
+            position += size
         if self._compacted:
             for position, _header in headers:
                 if any(key is None for key in batch_format.decode_columns(buf, position).keys):
@@ -250,10 +264,12 @@ class Log(LogReads, LogCleanup):
                         f"log {self.directory} is compacted: a batch at position {position} has a record without a key"
                     )
         with self._lock:
-            self._check_open()
-            next_offset = self.log_end_offset
+            if self._closed:
+                self._check_open()
+            next_offset = self._segments[-1].next_offset
             for i, (position, header) in enumerate(headers):
-                headers[i] = (position, header._replace(base_offset=next_offset))
+                # BatchHeader with the new base offset (what _replace does, at a third of its cost)
+                headers[i] = (position, _with_base_offset(header, next_offset))
                 next_offset += header.last_offset_delta + 1
             info = self._append_validated(buf, headers)
         self._after_append(info)
@@ -263,22 +279,25 @@ class Log(LogReads, LogCleanup):
         """Write batches whose offsets are assigned (in ``headers``: the bytes in ``data`` still
         carry the producer's base offsets, replaced on the way to disk); the writer lock is held."""
         size = len(data)
-        if size > self.config.max_batch_bytes and len(headers) == 1:
+        config = self.config
+        if size > config.max_batch_bytes and len(headers) == 1:
             raise RecordTooLargeError(
-                f"batch of {size} bytes exceeds max_batch_bytes={self.config.max_batch_bytes}"
+                f"batch of {size} bytes exceeds max_batch_bytes={config.max_batch_bytes}"
             )
-        if size > self.config.segment_bytes:
-            raise RecordTooLargeError(f"{size} bytes do not fit in a segment of {self.config.segment_bytes} bytes")
+        if size > config.segment_bytes:
+            raise RecordTooLargeError(f"{size} bytes do not fit in a segment of {config.segment_bytes} bytes")
         first = headers[0][1]
-        last = headers[-1][1]
+        last = headers[-1][1] if len(headers) > 1 else first
+        first_offset = first.base_offset
+        next_offset = last.base_offset + last.last_offset_delta + 1
         active = self._segments[-1]
         now_ms = self._clock_ms()
-        if not active.can_append(first.base_offset, last.last_offset, size) or self._segment_too_old(active, now_ms):
-            active = self._roll(first.base_offset)
+        if not active.can_append(first_offset, next_offset - 1, size) or self._segment_too_old(active, now_ms):
+            active = self._roll(first_offset)
         active.append(data, headers, now_ms)
-        self._unflushed_messages += last.next_offset - first.base_offset
-        max_ts = max(h.max_timestamp for _p, h in headers)
-        return AppendInfo(first.base_offset, last.last_offset, max_ts, last.next_offset - first.base_offset)
+        self._unflushed_messages += next_offset - first_offset
+        max_ts = first.max_timestamp if last is first else max(h.max_timestamp for _p, h in headers)
+        return AppendInfo(first_offset, next_offset - 1, max_ts, next_offset - first_offset)
 
     def _after_append(self, info: AppendInfo) -> None:
         with self._appended_cond:

@@ -283,7 +283,7 @@ def _decode_range(data: bytes, size: int, first: bool, offset: int, stop: int):
     if type(data) is not bytes:
         return None
     view = memoryview(data)
-    crc32c = batch_format.crc32c
+    crc32c = batch_format.crc32c_oneshot
     unpack = _HEADER_UNPACK
     regions = []
     bases = []

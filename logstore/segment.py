@@ -52,6 +52,10 @@ _IOV_MAX = 1024
 
 def _pwritev_all(fd: int, buffers: list, position: int, total: int) -> None:
     """Write every buffer at ``position`` onwards, whatever partial writes the kernel makes."""
+    if len(buffers) <= _IOV_MAX and os.pwritev(fd, buffers, position) == total:
+        return  # the usual case: one call wrote everything
+    # a short write (or more buffers than one call takes): write again from the start, piece by
+    # piece (rewriting the same bytes at the same positions is harmless)
     written = 0
     start = 0
     while start < len(buffers):
@@ -363,30 +367,36 @@ class Segment:
         """
         position = self.size
         view = memoryview(data)
-        buffers = []
-        for relative_position, header in headers:
-            buffers.append(_BASE_OFFSET.pack(header.base_offset))
-            buffers.append(view[relative_position + 8 : relative_position + header.size])
-        _pwritev_all(self.file.fd, buffers, position, len(view))
-        offset_index = self._offset_index
-        time_index = self._time_index
+        total = len(view)
+        pack = _BASE_OFFSET.pack
+        if len(headers) == 1:
+            relative_position, header = headers[0]
+            end = relative_position + header.batch_length + 12
+            buffers = [pack(header.base_offset), view[relative_position + 8 : end]]
+        else:
+            buffers = []
+            for relative_position, header in headers:
+                buffers.append(pack(header.base_offset))
+                buffers.append(view[relative_position + 8 : relative_position + header.batch_length + 12])
+        _pwritev_all(self.file.fd, buffers, position, total)
         interval = self.config.index_interval_bytes
         since = self._bytes_since_index_entry
-        max_ts, max_ts_offset = self.max_timestamp
+        max_ts, max_ts_offset = self._max_timestamp or self.max_timestamp
         for relative_position, header in headers:
+            last_offset = header.base_offset + header.last_offset_delta
             if since > interval:
-                offset_index.append(header.last_offset, position + relative_position)
-                time_index.append(max_ts, max_ts_offset)
+                self._offset_index.append(last_offset, position + relative_position)
+                self._time_index.append(max_ts, max_ts_offset)
                 since = 0
-            since += header.size
+            since += header.batch_length + 12
             if header.max_timestamp > max_ts:
-                max_ts, max_ts_offset = header.max_timestamp, header.last_offset
+                max_ts, max_ts_offset = header.max_timestamp, last_offset
         self._bytes_since_index_entry = since
         self._max_timestamp = (max_ts, max_ts_offset)
         if self._rolling_base_ms is None and position == 0:
             self._rolling_base_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        self._next_offset = headers[-1][1].next_offset
-        self._size = position + len(view)
+        self._next_offset = last_offset + 1
+        self._size = position + total  # publish: readers may now read up to here
 
     def seal(self) -> None:
         """The segment stops being active: final time entry, indexes trimmed to their used size."""

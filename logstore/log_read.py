@@ -162,8 +162,13 @@ class LogReads:
             return segment.slice(segment.size, 0)
         segments, i, position, first_header = located
         segment = segments[i]
+        segment_end = segment.size
         size = first_header.size
-        for _batch_position, header in segment.iter_headers(position + size, segment.size):
+        if size < max_bytes:
+            size = _jump_by_index(segment, position, size, min(position + max_bytes, segment_end), end)
+        # (big batches: read the next header alone rather than a window of records)
+        first_window = _HEADER_SIZE if first_header.size >= 16 * 1024 else 4096
+        for _batch_position, header in segment.iter_headers(position + size, segment_end, first_window=first_window):
             if header.base_offset >= end or size + header.size > max_bytes:
                 break
             size += header.size
@@ -355,6 +360,25 @@ def _decode_range(data: bytes, size: int, first: bool, offset: int, stop: int):
         if keep is not None:
             columns = _select(columns, keep)
     return columns
+
+
+def _jump_by_index(segment: Segment, position: int, size: int, limit: int, end: int) -> int:
+    """The size of a slice from ``position`` (its first ``size`` bytes already taken) after a
+    jump to the last indexed batch that starts at or before ``limit`` and ends below offset
+    ``end``: every batch before that one is whole, below ``limit`` and below ``end``, so none of
+    their headers need reading. The header there is checked against its index entry; when it
+    does not match (a damaged index), no jump is made and the caller walks every header."""
+    found = segment.offset_index.floor_within(end - 1, limit)
+    if found is None or found[1] <= position + size:
+        return size
+    last_offset, at = found
+    data = os.pread(segment.file.fd, _HEADER_SIZE, at)
+    if len(data) < _HEADER_SIZE:
+        return size
+    base_offset, batch_length, _epoch, magic, _crc, _attributes, last_delta = _HEADER_UNPACK(data)[:7]
+    if magic != batch_format.MAGIC or batch_length < _MIN_BATCH_LENGTH or base_offset + last_delta != last_offset:
+        return size
+    return at - position
 
 
 def _walk_headers(segment: Segment, start: int, end: int):

@@ -40,6 +40,7 @@ __all__ = ["Segment", "SegmentFile", "FileSlice"]
 # Header fields needed to walk a .log: base_offset (q), batch_length (i) at 0..12, and
 # last_offset_delta (i) at 23..27, max_timestamp (q) at 35..43.
 _SCAN_CHUNK_BYTES = 64 * 1024
+_BIG_BATCH_BYTES = 16 * 1024  # (iter_headers: past this, read header by header)
 _RECOVER_CHUNK_BYTES = 16 * 1024 * 1024
 #: largest batch_length any reader accepts as a sanity bound while walking a file (Kafka's
 #: max.message.bytes may be raised per topic; we bound by the segment size instead).
@@ -583,11 +584,16 @@ class Segment:
         raises ``CorruptBatchError`` naming this file and the position.
 
         Reads windows of ``first_window`` bytes, doubling up to 64 KiB: a lookup that expects its
-        batch within one index interval reads little; a long walk reads in large steps."""
+        batch within one index interval reads little; a long walk reads in large steps. After a
+        batch of 16 KiB or more the next read is just the next header: big batches are walked
+        without reading their records."""
         fd = self.file.fd
         position = start
         window_bytes = max(HEADER_SIZE, first_window)
+        header = None
         while position + HEADER_SIZE <= end:
+            if header is not None and header.batch_length >= _BIG_BATCH_BYTES:
+                window_bytes = HEADER_SIZE
             window = os.pread(fd, min(window_bytes, end - position), position)
             window_bytes = min(window_bytes * 2, _SCAN_CHUNK_BYTES)
             at = 0

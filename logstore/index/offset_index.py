@@ -108,6 +108,22 @@ class OffsetIndex(MmapArray):
                 return self.base_offset, 0
         return self.base_offset + int(relative[slot]), int(positions[slot])
 
+    def floor_within(self, offset: int, position: int) -> tuple[int, int] | None:
+        """``(offset, position)`` of the last entry with entry offset <= ``offset`` and entry
+        position <= ``position`` (both columns only grow, so it is the earlier of the two
+        floors); None if there is none. For finding where a slice of at most so many bytes ends
+        without walking every batch header before it."""
+        count, (relative, positions) = self._view()
+        target = offset - self.base_offset
+        if count == 0 or target < 0 or position < 0:
+            return None
+        by_offset = count if target >= U32_MAX else int(relative[:count].searchsorted(np.uint32(target), side="right"))
+        by_position = count if position >= U32_MAX else int(positions[:count].searchsorted(np.uint32(position), side="right"))
+        slot = min(by_offset, by_position) - 1
+        if slot < 0:
+            return None
+        return self.base_offset + int(relative[slot]), int(positions[slot])
+
     def entry(self, n: int) -> tuple[int, int]:
         """Absolute ``(offset, position)`` of slot ``n`` (``0 <= n < entries``, else ``IndexError``)."""
         n, (relative, positions) = self._slot(n)

@@ -858,6 +858,32 @@ def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch):
     assert sum(read_by_python) < len(expected) // 8
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux-only")
+def test_responses_with_records_are_corked_then_uncorked(server, store, monkeypatch):
+    """Corked, a region goes out in full segments only; uncorked after it, the tail leaves at once
+    (left corked, it would wait up to 200 ms). Responses of buffers alone are never corked."""
+    from logstore.server import server as server_module
+
+    _fill_large_partition(store, "big", 2)
+    calls = []
+    real_cork = server_module._cork
+
+    def recording_cork(connection, on):
+        ok = real_cork(connection, on)
+        calls.append((on, ok, connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)))
+        return ok
+
+    monkeypatch.setattr(server_module, "_cork", recording_cork)
+    with connect(server) as sock:
+        assert roundtrip(sock, ApiVersionsRequest, 3).error_code == 0
+        assert calls == []
+        sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)])))
+        records = decode_response(FetchRequest, 11, recv_frame(sock)).responses[0].partitions[0].records
+    assert records == _segment_record_bytes(store, "big")
+    assert wait_for(lambda: len(calls) == 2)
+    assert calls == [(1, True, 1), (0, True, 0)]
+
+
 def test_copy_path_and_fallback_send_the_same_bytes(store, monkeypatch):
     _fill_large_partition(store, "big", 2)
     expected = _segment_record_bytes(store, "big")

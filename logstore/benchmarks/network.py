@@ -1,13 +1,28 @@
 """Network scenarios: fetch through the server into a raw-socket client, and Kafka clients.
 
-*fetch*: one partition (batches of about 512 KiB of 1000-byte records) is streamed to a client process that sends requests one
-after another, as a consumer does, and drains each response into a reused buffer without parsing
-it. The same byte ranges are served four ways, in alternation: logstore's server with
-``os.sendfile`` and with its copy path (``pread`` + ``sendall``), a bare ``os.sendfile`` loop
-behind a 12-byte request (the limit), and nginx serving the segment file with ``sendfile on`` and
-HTTP Range requests (when installed). The client is a separate process so that the CPU time of
-this process is the server's alone: on loopback the receiver's copy bounds MB/s for every sender,
-and the CPU cost per GB sent is where sendfile shows (figures ``...cpu``: GB per CPU second).
+*fetch*: one partition (batches of about 512 KiB of 1000-byte records) is streamed to a client
+process that sends requests one after another, as a consumer does, and drains each response into a
+reused buffer without parsing it. The same byte ranges are served four ways, in alternation:
+logstore's server with ``os.sendfile`` and with its copy path (``pread`` + ``sendall``), a bare
+``os.sendfile`` loop behind a 12-byte request (the limit; corked like the server and nginx), and
+nginx serving the segment file with ``sendfile on``, ``tcp_nopush on`` and HTTP Range requests
+(when installed). The client is a separate process so that the CPU time of this process is the
+server's alone; nginx's is its worker's, both read from the same scheduler clock (nanoseconds).
+
+Fairness on loopback. The receiving side's TCP work (queueing, ACKs, wake-ups) runs in the
+context of whichever side's softirq delivers the packet, so it is charged to the sender or to the
+client depending on timing, and the scheduler sometimes stacks server and client on one CPU and
+sometimes not: from one pass to the next, for any subject, MB/s and the server's CPU per GB moved
+by 2x. So after the warm-up every server (this process's threads, nginx's worker) is pinned to one
+CPU and every client to another, as with a consumer on another machine (``_pin``;
+``LOGSTORE_BENCH_FETCH_PIN=0`` turns it off), and besides the server's CPU per GB (figures
+``...cpu``) the scenario reports server plus client CPU per GB (``...cpu+client``), which does not
+depend on who was charged: the client is the same code for every subject. Even pinned, a pass now
+and then (more often nginx's) falls into a state where the client never waits for data: the
+sender then does no receive-side work, and that pass shows about 2.5x the MB/s and an eighth of
+the server's CPU per GB. One such pass would decide a best-of-rounds figure, so this scenario's
+figures are medians over the passes (MB/s, and CPU per GB pass by pass); every pass is in
+``samples``, the best MB/s in ``best``.
 
 *clients*: confluent-kafka (librdkafka) producing to and consuming from the server, beside
 logstore's embedded ``Log.append`` / ``read_columns`` of the same records: the ratio is what the
@@ -19,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -104,6 +120,13 @@ class Client:
         seconds, received = json.loads(line)
         return seconds, received
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds the client process has used (all threads, from /proc), or None."""
+        try:
+            return base.Nginx.process_cpu_ns(self.process.pid) / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
+
     def close(self) -> None:
         try:
             self.process.stdin.close()
@@ -158,7 +181,7 @@ class BareSendfileServer:
         request = struct.Struct(">qi")
         with sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the server does
-            more = getattr(socket, "MSG_MORE", 0)  # the length goes out with the first file bytes
+            cork = getattr(socket, "TCP_CORK", None)  # as the server does: only full segments until uncorked
             while True:
                 data = b""
                 while len(data) < request.size:
@@ -167,11 +190,15 @@ class BareSendfileServer:
                         return
                     data += chunk
                 position, size = request.unpack(data)
-                sock.sendall(struct.pack(">i", size), more)
+                if cork is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+                sock.sendall(struct.pack(">i", size))
                 while size:
                     sent = os.sendfile(sock.fileno(), self.fd, position, min(size, 1 << 30))
                     position += sent
                     size -= sent
+                if cork is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
     def close(self) -> None:
         self.listener.close()
@@ -218,16 +245,24 @@ def fetch_scenario(run: Run) -> None:
                 f"GET /{name} HTTP/1.1\r\nHost: bench\r\nRange: bytes={p}-{p + s - 1}\r\n\r\n".encode()
                 for _o, p, s in plan])
         for client in clients.values():
-            client.run()  # warm up: page cache, connections
-        cpu = {name: 0.0 for name in clients}
+            client.run()  # warm up: page cache, connections (the servers' threads now exist)
+        pinned = _pin(list(clients.values()), nginx)
+        if pinned is not None:
+            closers.insert(0, pinned.pop("restore"))
+        cpu: dict[str, list[float]] = {name: [] for name in clients}  # per pass, server
+        client_cpu: dict[str, list[float]] = {name: [] for name in clients}  # per pass, client
 
         def measure(name):
             def once():
+                client = clients[name]
                 before = nginx.worker_cpu_s() if name == "nginx" else time.process_time()
-                seconds, _received = clients[name].run()
+                client_before = client.cpu_s()
+                seconds, _received = client.run()
                 after = nginx.worker_cpu_s() if name == "nginx" else time.process_time()
-                if before is not None and after is not None:
-                    cpu[name] += after - before
+                client_after = client.cpu_s()
+                if before is not None and after is not None and client_before is not None and client_after is not None:
+                    cpu[name].append(after - before)
+                    client_cpu[name].append(client_after - client_before)
                 return record_bytes, seconds
             return once
 
@@ -244,21 +279,71 @@ def fetch_scenario(run: Run) -> None:
               "logstore_copy": ("logstore server, pread+sendall", "variant"),
               "raw_sendfile": ("bare os.sendfile loop (limit)", "limit"),
               "nginx": ("nginx sendfile on, Range GET", "peer")}
-    ids, cpu_ids = {}, {}
+    ids, cpu_ids, total_ids = {}, {}, {}
     for name, samples in rates.items():
         label, kind = labels[name]
         scaled = [r / 1e6 for r in samples]
-        ids[name] = run.figure(name, max(scaled), "MB/s", label=label, kind=kind, samples=scaled,
-                               partition_bytes=record_bytes, requests=len(plan), request_bytes=params.fetch_request_bytes)
-        gigabytes = record_bytes * len(samples) / 1e9
-        if cpu[name] > 0:
-            cpu_ids[name] = run.figure(name, gigabytes / cpu[name], "GB/cpu-s", label=label, kind=kind, metric="cpu",
-                                       server_cpu_s=round(cpu[name], 4), GB_sent=gigabytes)
+        ids[name] = run.figure(name, statistics.median(scaled), "MB/s", label=label, kind=kind, samples=scaled,
+                               best=max(scaled), partition_bytes=record_bytes, requests=len(plan),
+                               request_bytes=params.fetch_request_bytes, pinned=pinned)
+        server_s, client_s = cpu[name], client_cpu[name]
+        if server_s and all(t > 0 for t in server_s):
+            extra = dict(server_cpu_s=[round(t, 4) for t in server_s], client_cpu_s=[round(t, 4) for t in client_s],
+                         GB_per_pass=record_bytes / 1e9, pinned=pinned)
+            per_pass = [record_bytes / 1e9 / t for t in server_s]
+            cpu_ids[name] = run.figure(name, statistics.median(per_pass), "GB/cpu-s", label=label, kind=kind,
+                                       metric="cpu", samples=per_pass, **extra)
+            per_pass = [record_bytes / 1e9 / (t + c) for t, c in zip(server_s, client_s, strict=True)]
+            total_ids[name] = run.figure(name, statistics.median(per_pass), "GB/cpu-s", label=label, kind=kind,
+                                         metric="cpu+client", samples=per_pass, **extra)
     for name in ("logstore_sendfile", "logstore_copy"):
         for other in ("raw_sendfile", "nginx", "logstore_copy"):
             if other != name:
                 run.compare(ids.get(name, ""), ids.get(other, ""))
                 run.compare(cpu_ids.get(name, ""), cpu_ids.get(other, ""))
+                run.compare(total_ids.get(name, ""), total_ids.get(other, ""))
+
+
+def _pin(clients: list[Client], nginx) -> dict | None:
+    """Pin every server (this process's threads, nginx) to one CPU and every client to another.
+
+    On loopback the receiving side's TCP work runs on whichever CPU delivers the packet and is
+    charged to whoever holds the socket at that moment, and the scheduler sometimes stacks server
+    and client on one CPU, sometimes not, changing both MB/s and CPU per GB by 2x from one pass to
+    the next regardless of the subject. Pinned, every subject runs in the same arrangement: the
+    one of a consumer on another machine, its work never on the server's CPU.
+    ``LOGSTORE_BENCH_FETCH_PIN=0`` turns this off. Returns the CPUs used and a ``restore`` callable
+    (this process's threads get their affinity back), or None when not pinned.
+    """
+    if os.environ.get("LOGSTORE_BENCH_FETCH_PIN", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    server_cpu, client_cpu = cpus[0], cpus[1]
+    own = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            own[int(task)] = os.sched_getaffinity(int(task))
+            os.sched_setaffinity(int(task), {server_cpu})
+        except OSError:  # the thread ended meanwhile
+            pass
+    others = [(pid, server_cpu) for pid in (nginx.worker_pids() if nginx is not None else [])]
+    others += [(client.process.pid, client_cpu) for client in clients]
+    for pid, cpu in others:
+        try:
+            os.sched_setaffinity(pid, {cpu})
+        except OSError:
+            pass
+
+    def restore():
+        for task, affinity in own.items():
+            try:
+                os.sched_setaffinity(task, affinity)
+            except OSError:
+                pass
+
+    return {"server_cpu": server_cpu, "client_cpu": client_cpu, "restore": restore}
 
 
 def _start_nginx(run: Run, root: str):

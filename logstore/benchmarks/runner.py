@@ -35,7 +35,7 @@ class Params:
     lookups: int = 20_000
     open_segments: int = 2_000
     tail_bytes: int = 256 * MiB  #: unflushed tail for the unclean-recovery scenario
-    fetch_bytes: int = 128 * MiB  #: partition size streamed per fetch pass
+    fetch_bytes: int = 1024 * MiB  #: partition size streamed per fetch pass (the issue: 1 GiB)
     fetch_request_bytes: int = 8 * MiB  #: partition_max_bytes of each Fetch (and nginx Range)
     client_bytes: int = 16 * MiB  #: produced and consumed per record size with confluent-kafka
     client_max_records: int = 100_000

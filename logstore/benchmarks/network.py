@@ -411,31 +411,35 @@ def _clients_for_size(run: Run, ck, store, bootstrap: str, size: int) -> None:
     rates = alternate(run, {"logstore_produce": produce,
                             "logstore_embedded": lambda: logstore_append(run.path("embedded"), embedded)},
                       detail=f"produce {size} B")
-    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
-                            "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20})
-    consumer.list_topics(topic, timeout=10)  # connect and fetch metadata before timing
+    # fetch.queue.backoff.ms: librdkafka stops fetching once queued.min.messages (100k) wait in its
+    # queue and by default looks again only after 1000 ms, however fast the application drains
+    # it: with more than 100k records that stalls any broker for a second. A fresh consumer per
+    # pass: an old one's long-poll at the end of the log would hold the next pass's first fetch.
+    config = {"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
+              "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20, "fetch.queue.backoff.ms": 10}
 
     def consume():
-        consumer.assign([ck.TopicPartition(topic, 0, start_offsets[0])])
-        got, start = 0, time.perf_counter()
-        deadline = time.monotonic() + 60
-        while got < count:
-            # consume() waits until it has num_messages or the timeout: never ask for more than remain
-            for message in consumer.consume(num_messages=min(10_000, count - got), timeout=1.0):
-                if message.error() is None:
-                    got += 1
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"consumed {got} of {count} records in 60 s")
-        seconds = time.perf_counter() - start
-        consumer.unassign()
+        consumer = ck.Consumer(config)
+        try:
+            consumer.list_topics(topic, timeout=10)  # connect and fetch metadata before timing
+            consumer.assign([ck.TopicPartition(topic, 0, start_offsets[0])])
+            got, start = 0, time.perf_counter()
+            deadline = time.monotonic() + 60
+            while got < count:
+                # consume() waits until it has num_messages or the timeout: never ask for more than remain
+                for message in consumer.consume(num_messages=min(10_000, count - got), timeout=1.0):
+                    if message.error() is None:
+                        got += 1
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"consumed {got} of {count} records in 60 s")
+            seconds = time.perf_counter() - start
+        finally:
+            consumer.close()
         return count * size, seconds
 
-    try:
-        rates |= alternate(run, {"logstore_consume": consume,
-                                 "logstore_embedded_read": lambda: logstore_read(run.path("embedded"), columns=True)},
-                           detail=f"consume {size} B")
-    finally:
-        consumer.close()
+    rates |= alternate(run, {"logstore_consume": consume,
+                             "logstore_embedded_read": lambda: logstore_read(run.path("embedded"), columns=True)},
+                       detail=f"consume {size} B")
     labels = {"logstore_produce": ("confluent Producer -> server", "logstore"),
               "logstore_embedded": ("embedded Log.append", "variant"),
               "logstore_consume": ("confluent Consumer <- server", "logstore"),

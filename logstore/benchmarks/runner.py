@@ -37,8 +37,8 @@ class Params:
     tail_bytes: int = 256 * MiB  #: unflushed tail for the unclean-recovery scenario
     fetch_bytes: int = 1024 * MiB  #: partition size streamed per fetch pass (the issue: 1 GiB)
     fetch_request_bytes: int = 8 * MiB  #: partition_max_bytes of each Fetch (and nginx Range)
-    client_bytes: int = 16 * MiB  #: produced and consumed per record size with confluent-kafka
-    client_max_records: int = 100_000
+    client_bytes: int = 64 * MiB  #: produced and consumed per record size with confluent-kafka
+    client_max_records: int = 300_000
     compaction_bytes: int = 64 * MiB  #: log size per record size for the compaction scenario
 
     @classmethod
@@ -50,7 +50,7 @@ class Params:
                          compaction_bytes=256 * 1024),
             "quick": dict(bytes_per_size=64 * MiB, max_records=300_000, rounds=3, lookup_records=100_000,
                           lookups=10_000, open_segments=2_000, tail_bytes=128 * MiB, fetch_bytes=256 * MiB,
-                          client_bytes=16 * MiB, client_max_records=60_000, compaction_bytes=16 * MiB),
+                          client_bytes=32 * MiB, client_max_records=300_000, compaction_bytes=16 * MiB),
             "full": {},
         }
         if name not in presets:

@@ -102,6 +102,9 @@ for line in sys.stdin:
 """
 
 
+_FETCH_PASSES_PER_ROUND = 3  # (fetch figures are medians over rounds x this many passes)
+
+
 class Client:
     """The client process: ``run(n)`` sends the first ``n`` requests, returns (seconds, bytes)."""
 
@@ -207,7 +210,7 @@ class BareSendfileServer:
 
 
 @scenario("fetch", "fetch through the server (sendfile, copy path) vs a bare sendfile loop, nginx",
-          steps=lambda p: p.rounds * 4)
+          steps=lambda p: p.rounds * _FETCH_PASSES_PER_ROUND * 4)
 def fetch_scenario(run: Run) -> None:
     from ..server import serve
     from ..store import LogStore
@@ -266,7 +269,8 @@ def fetch_scenario(run: Run) -> None:
                 return record_bytes, seconds
             return once
 
-        rates = alternate(run, {name: measure(name) for name in clients})
+        # medians need more passes than best-of figures: several per round (each pass is short)
+        rates = alternate(run, {name: measure(name) for name in clients}, rounds=params.rounds * _FETCH_PASSES_PER_ROUND)
         stats = {name: server.stats for name, server in servers.items()}
         if stats["logstore_sendfile"].bytes_copied or stats["logstore_copy"].bytes_sendfile:
             raise AssertionError(f"the server did not take the path asked for: {stats}")

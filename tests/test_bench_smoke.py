@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
@@ -38,7 +39,9 @@ def check_schema(results: dict) -> None:
         assert figure["kind"] in ("logstore", "limit", "peer", "variant")
         assert math.isfinite(figure["value"]) and figure["value"] > 0, figure
         if figure["samples"]:
-            assert figure["value"] == pytest.approx(max(figure["samples"]), rel=1e-5)
+            # best of the passes; the fetch scenario reports medians (see benchmarks/network.py)
+            summary = statistics.median if figure["scenario"] == "fetch" else max
+            assert figure["value"] == pytest.approx(summary(figure["samples"]), rel=1e-5)
         assert figure["id"] in results["scenarios"][figure["scenario"]]["figures"]
     for comparison in results["comparisons"]:
         # both sides are figures of this very run, and the ratio is theirs

@@ -855,7 +855,8 @@ def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch):
     assert wait_for(lambda: sum(sent_by_sendfile) == len(expected))  # the server thread counts after sending
     assert server.stats.bytes_sendfile == len(expected) and server.stats.bytes_copied == 0
     # Python read only batch headers (read_slice walks them), never the records themselves
-    assert sum(read_by_python) < len(expected) // 8
+    # finding the slice reads batch headers and at most one index interval, never the records
+    assert sum(read_by_python) < 16 * 1024 < len(expected) // 100
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux-only")

@@ -118,3 +118,55 @@ def test_slice_reads_no_record_bytes_of_big_batches(tmp_path, monkeypatch):
         monkeypatch.undo()
         assert region.size > 20 * 40 * 1000
         assert sum(read) < 8192, read  # (one index interval to find the first batch, then headers)
+
+
+def test_reads_during_appends_see_whole_correct_records(tmp_path):
+    """A writer appends equally sized batches (the template decode and the index jump both apply)
+    while a reader checks read_columns and read_slice against the values' own offsets."""
+    import threading
+    import time
+
+    def value(offset: int) -> bytes:
+        return offset.to_bytes(8, "big") * 12
+
+    config = LogConfig(durability="none", segment_bytes=256 * 1024, index_interval_bytes=1024)
+    problems: list[str] = []
+    with Log(tmp_path / "log", config) as log:
+        stop = threading.Event()
+
+        def writer():
+            offset = 0
+            while not stop.is_set() and offset < 200_000:
+                log.append([value(o) for o in range(offset, offset + 250)], timestamps_ms=offset)
+                offset += 250
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        rng = random.Random(9)
+        deadline = time.monotonic() + 2.0
+        reads = 0
+        try:
+            while time.monotonic() < deadline:
+                end = log.log_end_offset
+                if end == 0:
+                    continue
+                offset = rng.randrange(end)
+                columns = log.read_columns(offset, max_bytes=rng.choice([10_000, 300_000]))
+                offsets = columns.offsets.tolist()
+                if offsets[0] != offset or offsets != list(range(offset, offset + len(offsets))):
+                    problems.append(f"offsets from {offset}: {offsets[:3]}...")
+                if columns.values != [value(o) for o in offsets]:
+                    problems.append(f"values from {offset}")
+                region = log.read_slice(offset, max_bytes=rng.choice([5_000, 100_000]))
+                data = os.pread(region.fd, region.size, region.position)
+                expected = None
+                for _p, header in batch.iter_batches(data):
+                    if expected is not None and header.base_offset != expected:
+                        problems.append(f"slice from {offset}: gap at {header.base_offset}")
+                    expected = header.next_offset
+                reads += 1
+        finally:
+            stop.set()
+            thread.join(30)
+    assert reads > 20
+    assert problems == []

@@ -84,6 +84,7 @@ class Log(LogReads, LogCleanup):
         self._syncing = False
         self._closed = False
         self._appended_cond = threading.Condition(threading.Lock())
+        self._append_waiters = 0  # threads in wait_for_append (changed under _appended_cond)
         self._dir_dirty = False
         self._pending_deletes: list[tuple[int, Segment]] = []
         self._compacted = "compact" in self.config.cleanup_policy.split(",")
@@ -300,8 +301,12 @@ class Log(LogReads, LogCleanup):
         return AppendInfo(first_offset, next_offset - 1, max_ts, next_offset - first_offset)
 
     def _after_append(self, info: AppendInfo) -> None:
-        with self._appended_cond:
-            self._appended_cond.notify_all()
+        # Waiters count themselves in before they look at log_end_offset (under the condition),
+        # and the end is published before this reads the count: a waiter not counted yet will
+        # see the new end itself, so skipping the condition when nobody waits loses no wake-up.
+        if self._append_waiters:
+            with self._appended_cond:
+                self._appended_cond.notify_all()
         mode = self.config.durability
         if mode == "append":
             self._sync_to(info.last_offset + 1)
@@ -312,11 +317,15 @@ class Log(LogReads, LogCleanup):
         """Block until ``log_end_offset > offset`` or ``timeout_s`` passes; returns whether it did."""
         deadline = time.monotonic() + timeout_s
         with self._appended_cond:
-            while self.log_end_offset <= offset and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._appended_cond.wait(remaining)
+            self._append_waiters += 1
+            try:
+                while self.log_end_offset <= offset and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._appended_cond.wait(remaining)
+            finally:
+                self._append_waiters -= 1
         return self.log_end_offset > offset
 
     # --- rolling -------------------------------------------------------------------------------

@@ -347,7 +347,8 @@ class Segment:
 
     def can_append(self, first_offset: int, last_offset: int, incoming_bytes: int) -> bool:
         """False if this batch must go to a new segment: size, index capacity, relative overflow."""
-        if self.size and self.size + incoming_bytes > self.config.segment_bytes:
+        size = self.size
+        if size and size + incoming_bytes > self.config.segment_bytes:
             return False
         if last_offset - self.base_offset > 2**31 - 1 or first_offset < self.base_offset:
             return False

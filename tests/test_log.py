@@ -337,6 +337,30 @@ def test_wait_for_append_wakes(tmp_path):
         timer.join()
 
 
+def test_wait_for_append_never_misses_a_racing_append(tmp_path):
+    """An append racing a waiter's start (appends skip the condition when nobody waits) always
+    wakes it: 150 rounds, each with the append at a random moment around the wait."""
+    import random
+    import time
+
+    rng = random.Random(4)
+    with Log(tmp_path / "p", small()) as log:
+        for _ in range(150):
+            end = log.log_end_offset
+            woke: list[tuple[bool, float]] = []
+
+            def waiter(end=end, woke=woke):
+                start = time.monotonic()
+                woke.append((log.wait_for_append(end, 5.0), time.monotonic() - start))
+
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            time.sleep(rng.choice([0, 0, 1e-5, 1e-4, 1e-3]))
+            log.append([b"x"])
+            thread.join(10)
+            assert woke and woke[0][0] is True and woke[0][1] < 2.0, woke
+
+
 def test_read_columns_matches_read(tmp_path):
     with Log(tmp_path / "p", small(segment_bytes=10**6)) as log:
         for i in range(20):

@@ -18,6 +18,8 @@ same widths). When all of that holds, the other sections have exactly the first 
 Anything else (unequal sections, uneven spacing, headers, a mix of null and non-null keys or
 values, any framing byte that differs) returns None, and the caller decodes generally; so the
 result is always exactly what :func:`logstore._record_decode.decode_records_many` returns.
+:func:`decode_records_runs` (what reads call) applies the template to every run of alike
+batches in a read range and decodes the batches between runs generally.
 """
 
 from __future__ import annotations
@@ -27,13 +29,67 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._record_decode import RecordError, _record_starts, field_layout
+from ._record_decode import RecordError, _record_starts, decode_records_many, field_layout
 from ._varint import U64, unzigzag
 
-__all__ = ["decode_records_alike"]
+__all__ = ["decode_records_alike", "decode_records_runs"]
 
 # The smallest record (see _record_decode): bounds records_count before anything is allocated.
 _MIN_RECORD_SIZE = 7
+
+
+# A run shorter than this is not worth a template's fixed cost (a few numpy calls).
+_MIN_RUN = 4
+
+
+def decode_records_runs(data: bytes, regions: list[tuple[int, int, int]]):
+    """The records of all sections, as :func:`logstore._record_decode.decode_records_many`
+    returns them: runs of at least ``_MIN_RUN`` alike, back-to-back sections are decoded by
+    template (:func:`decode_records_alike`), everything between them by ``decode_records_many``
+    (whose RecordError passes through). A producer's batches are mostly alike with an odd one
+    now and then (a linger-triggered partial batch): the odd one no longer costs the whole read
+    the template."""
+    parts = []
+    loose = 0  # first section not decoded yet
+    i = 0
+    while i < len(regions):
+        j = _run_end(regions, i)
+        if j - i >= _MIN_RUN:
+            decoded = decode_records_alike(data, regions[i:j])
+            if decoded is not None:
+                if loose < i:
+                    parts.append(decode_records_many(data, regions[loose:i]))
+                parts.append(decoded)
+                loose = j
+        i = j
+    if loose == 0:
+        return decode_records_many(data, regions)
+    if loose < len(regions):
+        parts.append(decode_records_many(data, regions[loose:]))
+    if len(parts) == 1:
+        return parts[0]
+    keys, values, headers = [], [], []
+    for part in parts:
+        keys += part[2]
+        values += part[3]
+        headers += part[4]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), keys, values, headers
+
+
+def _run_end(regions, i: int) -> int:
+    """The end (exclusive) of the run of sections like ``regions[i]``: same size and count,
+    each the same distance after the one before."""
+    start, end, count = regions[i]
+    j = i + 1
+    if j == len(regions):
+        return j
+    spacing = regions[j][0] - start
+    while j < len(regions):
+        s, e, c = regions[j]
+        if c != count or e - s != end - start or s - regions[j - 1][0] != spacing:
+            break
+        j += 1
+    return j
 
 
 def decode_records_alike(data: bytes, regions: list[tuple[int, int, int]]):

@@ -16,8 +16,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import batch as batch_format
-from ._record_alike import decode_records_alike
-from ._record_decode import RecordError, decode_records_many
+from ._record_alike import decode_records_runs
+from ._record_decode import RecordError
 from .batch import Record
 from .errors import CorruptBatchError, OffsetOutOfRangeError
 from .segment import FileSlice, Segment
@@ -325,8 +325,7 @@ def _decode_range(data: bytes, size: int, first: bool, offset: int, stop: int):
     if not regions:
         return None  # (empty batches only: rare, left to the batch-by-batch path)
     try:
-        decoded = decode_records_alike(data, regions) or decode_records_many(data, regions)
-        off_delta, ts_delta, keys, values, headers = decoded
+        off_delta, ts_delta, keys, values, headers = decode_records_runs(data, regions)
     except (RecordError, ValueError, IndexError, UnicodeDecodeError, OverflowError):
         return None
     counts = np.fromiter((r[2] for r in regions), np.int64, len(regions))

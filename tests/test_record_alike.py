@@ -200,3 +200,116 @@ def test_many_decodes_sections_of_equal_size_laid_out_differently():
     for pair in ([one, other], [other, one], [one, other, one, other]):
         data, regions = joined([batch.encode(values, timestamps_ms=1) for values in pair])
         assert_same(decode_records_many(data, regions), reference(data, regions))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.integers(1, 40),  # records in the batch
+            st.sampled_from(["alike", "alike", "random", "keys", "headers", "tombstones", "zstd", "append_time"]),
+            st.integers(0, 3),  # timestamp spread: 0 ms, 50 ms, 20 s, 10^7 s
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    probes=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from([1, 500, 5_000, 10**6]),
+                              st.integers(0, 60)), min_size=1, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_property_read_columns_of_mixed_batches(tmp_path_factory, plan, probes, seed):
+    """read_columns over logs mixing alike runs with every other shape equals what was appended."""
+    rng = random.Random(seed)
+    expected = []  # (offset, timestamp, key, value, headers)
+    with Log(tmp_path_factory.mktemp("mixed") / "log", LogConfig(durability="none", segment_bytes=16 * 1024)) as log:
+        for n, shape, spread in plan:
+            if shape == "alike":
+                n = 20  # (runs of equal batches: what the template decode is for)
+            values = [rng.randbytes(rng.randint(0, 300) if shape == "random" else 40) for _ in range(n)]
+            keys = [rng.randbytes(6) for _ in range(n)] if shape in ("keys", "tombstones") else None
+            if shape == "tombstones":
+                values = [None] * n
+            headers = [[("h", rng.randbytes(3))] for _ in range(n)] if shape == "headers" else None
+            spread_ms = [0, 50, 20_000, 10**10][spread]
+            timestamps = [10**12 + rng.randint(0, spread_ms) for _ in range(n)]
+            encoded = batch.encode(values, keys=keys, headers=headers, timestamps_ms=timestamps,
+                                   compression="zstd" if shape == "zstd" else "none",
+                                   log_append_time=shape == "append_time")
+            base_offset = log.append_batches(encoded).base_offset
+            header = batch.unpack_header(encoded)
+            for i in range(n):
+                ts = header.max_timestamp if shape == "append_time" else timestamps[i]
+                expected.append((base_offset + i, ts, None if keys is None else keys[i], values[i],
+                                 tuple(headers[i]) if headers else ()))
+        end = log.log_end_offset
+        for where, max_bytes, extra in probes:
+            offset = int(where * end)
+            stop = offset + extra if extra else None
+            got = log.read_columns(offset, max_bytes=max_bytes, max_offset=stop)
+            rows = list(zip(got.offsets.tolist(), got.timestamps_ms.tolist(), got.keys, got.values, got.headers,
+                            strict=True))
+            assert rows, (offset, max_bytes)
+            assert rows == expected[offset : offset + len(rows)]
+            assert stop is None or rows[-1][0] < stop
+
+
+def test_mixed_log_uses_the_template_where_it_can(tmp_path, monkeypatch):
+    """Alike runs between other shapes: decoded by template (spied), results as appended."""
+    from logstore import _record_alike
+
+    used = []
+    real = _record_alike.decode_records_alike
+
+    def spy(data, regions):
+        result = real(data, regions)
+        used.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_record_alike, "decode_records_alike", spy)
+    rng = random.Random(8)
+    expected = []
+    with Log(tmp_path / "log", LogConfig(durability="none")) as log:
+        for k in range(30):
+            if k % 10 == 9:  # now and then a batch of another shape
+                values = [rng.randbytes(rng.randint(1, 99)) for _ in range(7)]
+            else:
+                values = [rng.randbytes(64) for _ in range(50)]
+            log.append(values, timestamps_ms=[5_000 + k * 10 + i % 3 for i in range(len(values))])
+            expected += values
+        got = log.read_columns(0, max_bytes=10**7)
+    assert got.values == expected
+    assert any(used)
+
+
+def test_runs_decode_alike_stretches_and_the_rest_generally():
+    from logstore._record_alike import decode_records_runs
+
+    rng = random.Random(12)
+
+    def alike(n=30):
+        return batch.encode([rng.randbytes(50) for _ in range(n)], timestamps_ms=[7 + i % 5 for i in range(n)])
+
+    def odd():
+        return batch.encode([rng.randbytes(rng.randint(0, 80)) for _ in range(rng.randint(1, 20))], timestamps_ms=3)
+
+    layouts = [
+        [alike() for _ in range(5)] + [odd()] + [alike() for _ in range(6)] + [odd(), odd()],
+        [odd()] + [alike() for _ in range(4)],
+        [alike() for _ in range(3)] + [odd()],  # a run too short for a template
+        [alike(10) for _ in range(4)] + [alike(20) for _ in range(4)],  # two runs of different shapes
+    ]
+    for batches in layouts:
+        data, regions = joined(batches)
+        assert_same(decode_records_runs(data, regions), reference(data, regions))
+
+
+def test_runs_pass_damage_in_the_general_stretch_through():
+    from logstore._record_alike import decode_records_runs
+    from logstore._record_decode import RecordError
+
+    good = [batch.encode([b"v" * 30] * 20, timestamps_ms=1) for _ in range(5)]
+    bad = bytearray(batch.encode([b"w" * 30] * 7, timestamps_ms=1))
+    bad[HEADER] = 0x7E  # its first record's length is wrong (the CRC is not checked here)
+    data, regions = joined([*good, bytes(bad)])
+    with pytest.raises(RecordError):
+        decode_records_runs(data, regions)

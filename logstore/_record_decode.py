@@ -35,9 +35,11 @@ class RecordError(Exception):
     """Internal: record framing is wrong (re-raised as CorruptBatchError with path/position)."""
 
 
-def decode_records(data: bytes, start: int, end: int, count: int):
+def decode_records(data: bytes, start: int, end: int, count: int, *, payloads: bool = True):
     """The ``count`` records in ``data[start:end]`` as ``(offset deltas, timestamp deltas, keys,
-    values, headers)``: two int64 arrays, then lists. RecordError when the framing is wrong."""
+    values, headers)``: two int64 arrays, then lists. RecordError when the framing is wrong.
+    With ``payloads=False`` keys and values may come back as None (not made) instead of lists;
+    the framing is checked all the same."""
     if count < 0:
         raise RecordError(f"records_count {count} is negative")
     if count == 0:
@@ -51,7 +53,7 @@ def decode_records(data: bytes, start: int, end: int, count: int):
         return _decode_small(data, start, end, count)
     array = np.frombuffer(data, dtype=np.uint8)
     starts, length_widths = _record_starts(data, start, end, count)
-    return _decode_fields(data, array, starts[:count], length_widths, starts[1:], count, start)
+    return _decode_fields(data, array, starts[:count], length_widths, starts[1:], count, start, payloads)
 
 
 def decode_records_many(data: bytes, regions: list[tuple[int, int, int]]):
@@ -189,7 +191,7 @@ def field_layout(array: np.ndarray, record_start, length_widths, record_end) -> 
                        pos + width)
 
 
-def _decode_fields(data, array, record_start, length_widths, record_end, count, start):
+def _decode_fields(data, array, record_start, length_widths, record_end, count, start, payloads=True):
     layout = field_layout(array, record_start, length_widths, record_end)
     pos = layout.headers_start
     hc_raw = layout.header_count_raw
@@ -206,6 +208,8 @@ def _decode_fields(data, array, record_start, length_widths, record_end, count, 
         raise RecordError(
             f"record {bad}: fields end at byte {int(pos[bad]) - start} but its length says {int(record_end[bad]) - start}"
         )
+    if not payloads:
+        return unzigzag(layout.off_raw), unzigzag(layout.ts_raw), None, None, headers
     keys = _cut(data, layout.key_start, layout.key_len, count)
     values = _cut(data, layout.value_start, layout.value_len, count)
     return unzigzag(layout.off_raw), unzigzag(layout.ts_raw), keys, values, headers

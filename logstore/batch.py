@@ -459,6 +459,20 @@ def decode_columns(
 ) -> RecordColumns:
     """Like :func:`decode`, but column by column: int64 arrays of offsets and timestamps, lists of
     keys, values and headers. The fast path for bulk reads."""
+    header, off_delta, ts_delta, keys, values, headers = _decode_section(buf, position, path, verify_crc, True)
+    offsets, timestamps = _absolute(header, off_delta, ts_delta)
+    return RecordColumns(offsets, timestamps, keys, values, headers)
+
+
+def decode_offsets_and_timestamps(buf, position: int = 0, *, path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets and timestamps (int64 arrays) of the batch's records, checked as
+    :func:`decode_columns` checks them (CRC, codec, record framing), without making the keys and
+    values: for finding a record by timestamp."""
+    header, off_delta, ts_delta, _keys, _values, _headers = _decode_section(buf, position, path, True, False)
+    return _absolute(header, off_delta, ts_delta)
+
+
+def _decode_section(buf, position: int, path: str | None, verify_crc: bool, payloads: bool):
     if verify_crc:
         header = validate(buf, position, path=path)
     else:
@@ -480,15 +494,19 @@ def decode_columns(
         data = decompress(codec, memoryview(buf)[position + HEADER_SIZE : end], path=path, position=position)
         start, end = 0, len(data)
     try:
-        off_delta, ts_delta, keys, values, headers = decode_records(data, start, end, count)
+        return header, *decode_records(data, start, end, count, payloads=payloads)
     except RecordError as error:
         raise CorruptBatchError(str(error), path=path, position=position) from None
     except (ValueError, IndexError, UnicodeDecodeError, OverflowError) as error:  # safety net
         raise CorruptBatchError(f"malformed records: {error}", path=path, position=position) from error
+
+
+def _absolute(header: BatchHeader, off_delta: np.ndarray, ts_delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute offsets and timestamps from the deltas (LogAppendTime: the batch's max timestamp)."""
     offsets = off_delta + np.int64(header.base_offset)
     if header.attributes & LOG_APPEND_TIME_FLAG:
-        timestamps = np.full(count, header.max_timestamp, dtype=np.int64)
+        timestamps = np.full(len(offsets), header.max_timestamp, dtype=np.int64)
     else:
         with np.errstate(over="ignore"):
             timestamps = ts_delta + np.int64(header.base_timestamp)  # wraps like Java's long
-    return RecordColumns(offsets, timestamps, keys, values, headers)
+    return offsets, timestamps

@@ -166,12 +166,13 @@ class LogReads:
         size = first_header.size
         if size < max_bytes:
             size = _jump_by_index(segment, position, size, min(position + max_bytes, segment_end), end)
-        # (big batches: read the next header alone rather than a window of records)
-        first_window = _HEADER_SIZE if first_header.size >= 16 * 1024 else 4096
-        for _batch_position, header in segment.iter_headers(position + size, segment_end, first_window=first_window):
-            if header.base_offset >= end or size + header.size > max_bytes:
-                break
-            size += header.size
+        if size < max_bytes:
+            # (big batches: read the next header alone rather than a window of records)
+            first_window = _HEADER_SIZE if first_header.size >= 16 * 1024 else 4096
+            for _batch_position, header in segment.iter_headers(position + size, segment_end, first_window=first_window):
+                if header.base_offset >= end or size + header.size > max_bytes:
+                    break
+                size += header.size
         return segment.slice(position, size)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> OffsetAndTimestamp | None:
@@ -216,14 +217,15 @@ class LogReads:
         if found is None:
             return None
         position, header = found
-        columns = batch_format.decode_columns(segment.read(position, header.size), path=segment.log_path)
-        timestamps = columns.timestamps_ms
+        offsets, timestamps = batch_format.decode_offsets_and_timestamps(
+            segment.read(position, header.size), path=segment.log_path
+        )
         hits = (timestamps == target) if exact else (timestamps >= target)
-        hits &= columns.offsets >= start
+        hits &= offsets >= start
         i = int(np.argmax(hits))
         if not hits[i]:
             return None
-        return OffsetAndTimestamp(int(columns.offsets[i]), int(timestamps[i]))
+        return OffsetAndTimestamp(int(offsets[i]), int(timestamps[i]))
 
 
 _new_record = partial(tuple.__new__, Record)

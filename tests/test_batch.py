@@ -846,3 +846,36 @@ def test_uniform_fast_path_gives_the_reference_bytes(n, value_bytes):
         reference = batch.encode(values, timestamps_ms=1_700_000_000_000, base_offset=5)
     assert fast == reference
     assert [r.value for r in batch.decode(fast)] == values
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "zstd"])
+@pytest.mark.parametrize("count", [1, 30, 500])
+def test_decode_offsets_and_timestamps_agrees_with_decode_columns(codec, count):
+    rng = random.Random(count)
+    values = [rng.randbytes(rng.randint(0, 200)) for _ in range(count)]
+    timestamps = [1_000_000 + rng.randint(0, 10**6) for _ in range(count)]
+    headers = [[("k", b"v")] if i % 7 == 0 else [] for i in range(count)]
+    for log_append_time in (False, True):
+        encoded = batch.encode(values, timestamps_ms=timestamps, headers=headers, compression=codec,
+                               base_offset=77, log_append_time=log_append_time)
+        offsets, times = batch.decode_offsets_and_timestamps(encoded)
+        columns = batch.decode_columns(encoded)
+        assert offsets.tolist() == columns.offsets.tolist() == list(range(77, 77 + count))
+        assert times.tolist() == columns.timestamps_ms.tolist()
+
+
+def test_decode_offsets_and_timestamps_refuses_damage():
+    encoded = bytearray(batch.encode([b"x" * 50] * 200, timestamps_ms=5))
+    bad_crc = bytearray(encoded)
+    bad_crc[-3] ^= 0xFF
+    with pytest.raises(CorruptBatchError):
+        batch.decode_offsets_and_timestamps(bytes(bad_crc))
+    # framing damage under a valid CRC (a producer bug): a record's value length grows by one
+    framed = bytearray(encoded)
+    at = batch.HEADER_SIZE + 5  # inside the first record's fields
+    framed[at] = (framed[at] + 2) & 0x7F
+    struct.pack_into(">I", framed, batch.CRC_OFFSET, crc32c.crc32c(bytes(framed[batch.CRC_START:])))
+    with pytest.raises(CorruptBatchError):
+        batch.decode_columns(bytes(framed))
+    with pytest.raises(CorruptBatchError):
+        batch.decode_offsets_and_timestamps(bytes(framed))

@@ -29,13 +29,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._record_decode import RecordError, _record_starts, decode_records_many, field_layout
+from ._record_decode import _MIN_RECORD_SIZE, RecordError, _record_starts, decode_records_many, field_layout
 from ._varint import U64, unzigzag
 
 __all__ = ["decode_records_alike", "decode_records_runs"]
-
-# The smallest record (see _record_decode): bounds records_count before anything is allocated.
-_MIN_RECORD_SIZE = 7
 
 
 # A run shorter than this is not worth a template's fixed cost (a few numpy calls).

@@ -19,7 +19,7 @@ from . import batch as batch_format
 from ._record_alike import decode_records_runs
 from ._record_decode import RecordError
 from .batch import Record
-from .errors import CorruptBatchError, OffsetOutOfRangeError
+from .errors import OffsetOutOfRangeError
 from .segment import FileSlice, Segment
 
 __all__ = ["LogReads", "OffsetAndTimestamp", "LATEST", "EARLIEST", "MAX_TIMESTAMP"]
@@ -129,7 +129,8 @@ class LogReads:
         while i < len(segments):
             segment = segments[i]
             size = 0
-            for batch_header in _walk_headers(segment, position, segment.size):
+            # (header by header: a read plan needs no record bytes)
+            for _at, batch_header in segment.iter_headers(position, segment.size, first_window=_HEADER_SIZE):
                 if batch_header.base_offset >= end:
                     break
                 if not first and size + batch_header.size > budget:
@@ -380,29 +381,3 @@ def _jump_by_index(segment: Segment, position: int, size: int, limit: int, end: 
     if magic != batch_format.MAGIC or batch_length < _MIN_BATCH_LENGTH or base_offset + last_delta != last_offset:
         return size
     return at - position
-
-
-def _walk_headers(segment: Segment, start: int, end: int):
-    """The headers :meth:`Segment.iter_headers` yields from ``start`` up to ``end`` (same stops,
-    same errors), read 61 bytes at a time: a read plan needs no record bytes, and batches are
-    usually larger than that method's 64 KiB window, which then reads a window per header."""
-    fd = segment.file.fd
-    pread = os.pread
-    unpack = _HEADER_UNPACK
-    make = batch_format.BatchHeader._make
-    position = start
-    while position + _HEADER_SIZE <= end:
-        data = pread(fd, _HEADER_SIZE, position)
-        if len(data) < _HEADER_SIZE:
-            return
-        header = make(unpack(data))
-        if header.magic != batch_format.MAGIC or header.batch_length < _MIN_BATCH_LENGTH:
-            raise CorruptBatchError(
-                f"not a record batch (magic {header.magic}, batch_length {header.batch_length})",
-                path=segment.log_path,
-                position=position,
-            )
-        if position + header.size > end:
-            return
-        yield header
-        position += header.size

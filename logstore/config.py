@@ -61,6 +61,10 @@ class LogConfig:
     file_delete_delay_ms: int = 60_000
     #: codec for records appended as Python values: none, gzip, snappy, lz4, zstd
     compression: str = "none"
+    #: disk blocks reserved ahead of the end of the active segment (Linux ``fallocate`` with
+    #: KEEP_SIZE: file sizes do not change): about one second of appends, from 64 KiB up to this;
+    #: released when the segment rolls or the log closes. 0 turns reservation off.
+    preallocate_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> None:
@@ -86,6 +90,7 @@ class LogConfig:
         if self.retention_bytes is not None:
             positive_int("retention_bytes", self.retention_bytes, 0)
         positive_int("file_delete_delay_ms", self.file_delete_delay_ms, 0)
+        positive_int("preallocate_bytes", self.preallocate_bytes, 0, MAX_SEGMENT_BYTES)
         ratio = self.min_cleanable_dirty_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise ConfigError(f"min_cleanable_dirty_ratio must be a number between 0 and 1, got {ratio!r}")

@@ -66,7 +66,7 @@ class OffsetIndex(MmapArray):
         is outside u32 or below the last position.
         """
         self._require_writable()
-        count, (relative, positions) = self._snap
+        count = self._snap[0]
         rel = offset - self.base_offset
         if not 0 <= rel <= U32_MAX:
             raise ValueError(
@@ -76,8 +76,8 @@ class OffsetIndex(MmapArray):
         if not 0 <= position <= U32_MAX:
             raise ValueError(f"position {position} must be in [0, {U32_MAX}]")
         if count:
-            last_offset = self.base_offset + int(relative[count - 1])
-            last_position = int(positions[count - 1])
+            last_relative, last_position = self._last
+            last_offset = self.base_offset + last_relative
             if offset <= last_offset:
                 raise ValueError(
                     f"offset {offset} must be greater than the last indexed offset {last_offset} ({self.path})"

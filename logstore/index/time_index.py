@@ -62,14 +62,14 @@ class TimeIndex(MmapArray):
         reserved last slot.
         """
         self._require_writable()
-        count, (timestamps, relative) = self._snap
+        count = self._snap[0]
         rel = offset - self.base_offset
         if not 0 <= rel <= U32_MAX:
             raise ValueError(
                 f"offset {offset} does not fit index {self.path}: offset - base_offset "
                 f"({offset} - {self.base_offset} = {rel}) must be in [0, {U32_MAX}]"
             )
-        last_timestamp, last_rel = (int(timestamps[count - 1]), int(relative[count - 1])) if count else (-1, 0)
+        last_timestamp, last_rel = self._last if count else (-1, 0)
         if rel < last_rel:
             raise ValueError(
                 f"offset {offset} is below the last indexed offset {self.base_offset + last_rel} ({self.path})"

@@ -39,8 +39,8 @@ def check_schema(results: dict) -> None:
         assert figure["kind"] in ("logstore", "limit", "peer", "variant")
         assert math.isfinite(figure["value"]) and figure["value"] > 0, figure
         if figure["samples"]:
-            # best of the passes; the fetch scenario reports medians (see benchmarks/network.py)
-            summary = statistics.median if figure["scenario"] == "fetch" else max
+            # best of the passes; fetch and append_batches report medians (see their docstrings)
+            summary = statistics.median if figure["scenario"] in ("fetch", "append_batches") else max
             assert figure["value"] == pytest.approx(summary(figure["samples"]), rel=1e-5)
         assert figure["id"] in results["scenarios"][figure["scenario"]]["figures"]
     for comparison in results["comparisons"]:

@@ -168,12 +168,17 @@ class LogReads:
         if size < max_bytes:
             size = _jump_by_index(segment, position, size, min(position + max_bytes, segment_end), end)
         if size < max_bytes:
-            # (big batches: read the next header alone rather than a window of records)
-            first_window = _HEADER_SIZE if first_header.size >= 16 * 1024 else 4096
-            for _batch_position, header in segment.iter_headers(position + size, segment_end, first_window=first_window):
-                if header.base_offset >= end or size + header.size > max_bytes:
-                    break
-                size += header.size
+            if first_header.size >= 16 * 1024:  # big batches: one header read per batch
+                header_at = segment.header_at
+                while (header := header_at(position + size, segment_end)) is not None:
+                    if header.base_offset >= end or size + header.size > max_bytes:
+                        break
+                    size += header.size
+            else:  # small ones: read windows of headers and records
+                for _batch_position, header in segment.iter_headers(position + size, segment_end, first_window=4096):
+                    if header.base_offset >= end or size + header.size > max_bytes:
+                        break
+                    size += header.size
         return segment.slice(position, size)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> OffsetAndTimestamp | None:

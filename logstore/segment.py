@@ -687,9 +687,20 @@ class Segment:
         """``(position, header)`` of the first batch whose last offset is >= ``offset``, or ``None``
         if every batch of this segment (below ``end``) ends before it."""
         end = self.size if end is None else end
-        start = self.offset_index.floor(offset)[1]
+        (_floor_offset, start), following = self.offset_index.bracket(offset)
         if start > end:
             start = 0
+        elif following is not None and following[1] + HEADER_SIZE <= end:
+            # One header instead of a walk from the floor entry: when the batch of the next entry
+            # starts at or below ``offset``, every batch between ends below it (offsets grow).
+            # A header that does not match its entry (a damaged index) falls back to the walk.
+            next_offset, next_position = following
+            try:
+                header = self.header_at(next_position, end)
+            except CorruptBatchError:
+                header = None
+            if header is not None and header.last_offset == next_offset and header.base_offset <= offset:
+                return next_position, header
         try:
             return self._scan_for(offset, start, end)
         except CorruptBatchError:
@@ -700,6 +711,23 @@ class Segment:
         with self._lazy_lock:
             self._offset_index = self._rebuilt_index(OffsetIndex)
         return self._scan_for(offset, self.offset_index.floor(offset)[1], end)
+
+    def header_at(self, position: int, end: int) -> BatchHeader | None:
+        """The header of the batch at ``position`` (one 61-byte read), or None if that batch does
+        not end by ``end``. Bytes that are not a batch header raise ``CorruptBatchError``."""
+        if position + HEADER_SIZE > end:
+            return None
+        data = os.pread(self.file.fd, HEADER_SIZE, position)
+        if len(data) < HEADER_SIZE:
+            return None
+        header = BatchHeader._make(HEADER.unpack_from(data))
+        if header.magic != batch_format.MAGIC or header.batch_length < _MIN_BATCH_LENGTH:
+            raise CorruptBatchError(
+                f"not a record batch (magic {header.magic}, batch_length {header.batch_length})",
+                path=self.log_path,
+                position=position,
+            )
+        return header if position + header.size <= end else None
 
     def _scan_for(self, offset: int, start: int, end: int) -> tuple[int, BatchHeader] | None:
         # the batch sought starts within about one index interval of the entry's position

@@ -102,6 +102,34 @@ def test_damaged_index_entry_is_not_trusted(tmp_path):
                 check(log, offset, max_bytes, None)
 
 
+@pytest.mark.parametrize("damage", ["previous batch", "inside the batch"])
+def test_a_lookup_never_trusts_an_entry_its_header_disagrees_with(tmp_path, damage):
+    """Every batch indexed; one sealed entry keeps order but points at the batch before its own
+    (a valid header with another last offset) or inside its batch: every offset still finds its
+    own batch, through the slice and through decoded reads."""
+    sizes = [3, 5, 2, 7, 4] * 6
+    with build(tmp_path, sizes, 40, 1, segment_bytes=10**6) as log:
+        log.roll()
+        log.append([b"x"], timestamps_ms=1)
+        segment = log.segments[0]
+        assert segment.offset_index.entries == len(sizes) - 1
+        path = segment.index_path
+        end = segment.next_offset
+    with open(path, "r+b") as f:
+        f.seek(12 * 8 + 4)
+        position = int.from_bytes(f.read(4), "big")
+        f.seek(11 * 8 + 4)
+        previous = int.from_bytes(f.read(4), "big")
+        f.seek(12 * 8 + 4)
+        f.write((previous if damage == "previous batch" else position + 7).to_bytes(4, "big"))
+    with Log(tmp_path / "log", LogConfig(durability="none", index_interval_bytes=1)) as log:
+        for offset in range(end):
+            check(log, offset, 1, None)
+            check(log, offset, 10**6, None)
+            assert log.read(offset, max_bytes=1)[0].offset <= offset
+            assert [r.offset for r in log.read(offset, max_bytes=1) if r.offset >= offset][0] == offset
+
+
 def test_slice_reads_no_record_bytes_of_big_batches(tmp_path, monkeypatch):
     """Finding the end of a slice of big batches reads headers, not records."""
     with build(tmp_path, [40] * 30, 1000, 4096, segment_bytes=10**8) as log:

@@ -26,6 +26,8 @@ Kafka reads both fields as *signed* int32. Positions stay below 2**31 because se
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 
 from .mmap_array import U32_MAX, MmapArray
@@ -100,13 +102,25 @@ class OffsetIndex(MmapArray):
         target = offset - self.base_offset
         if count == 0 or target < 0:
             return self.base_offset, 0
-        if target >= U32_MAX:
-            slot = count - 1
+        relative = memoryview(relative)  # (bisect: see "Lookups" in mmap_array)
+        slot = bisect_right(relative, target, 0, count) - 1
+        if slot < 0:
+            return self.base_offset, 0
+        return self.base_offset + relative[slot], memoryview(positions)[slot]
+
+    def bracket(self, offset: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        """``(floor, following)``: ``floor(offset)``, and ``(offset, position)`` of the first
+        entry above ``offset`` (None if there is none). The batch holding ``offset`` starts at or
+        after the floor's position and at or before the following entry's."""
+        count, (relative, positions) = self._view()
+        target = offset - self.base_offset
+        if target < 0:
+            slot = 0
         else:
-            slot = int(relative[:count].searchsorted(np.uint32(target), side="right")) - 1
-            if slot < 0:
-                return self.base_offset, 0
-        return self.base_offset + int(relative[slot]), int(positions[slot])
+            slot = bisect_right(memoryview(relative), target, 0, count) if count else 0
+        floor = (self.base_offset, 0) if slot == 0 else (self.base_offset + int(relative[slot - 1]), int(positions[slot - 1]))
+        following = (self.base_offset + int(relative[slot]), int(positions[slot])) if slot < count else None
+        return floor, following
 
     def floor_within(self, offset: int, position: int) -> tuple[int, int] | None:
         """``(offset, position)`` of the last entry with entry offset <= ``offset`` and entry
@@ -117,12 +131,11 @@ class OffsetIndex(MmapArray):
         target = offset - self.base_offset
         if count == 0 or target < 0 or position < 0:
             return None
-        by_offset = count if target >= U32_MAX else int(relative[:count].searchsorted(np.uint32(target), side="right"))
-        by_position = count if position >= U32_MAX else int(positions[:count].searchsorted(np.uint32(position), side="right"))
-        slot = min(by_offset, by_position) - 1
+        relative, positions = memoryview(relative), memoryview(positions)
+        slot = min(bisect_right(relative, target, 0, count), bisect_right(positions, position, 0, count)) - 1
         if slot < 0:
             return None
-        return self.base_offset + int(relative[slot]), int(positions[slot])
+        return self.base_offset + relative[slot], positions[slot]
 
     def entry(self, n: int) -> tuple[int, int]:
         """Absolute ``(offset, position)`` of slot ``n`` (``0 <= n < entries``, else ``IndexError``)."""

@@ -26,9 +26,11 @@ rebuild it from ``.log``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 
-from .mmap_array import I64_MAX, I64_MIN, U32_MAX, MmapArray
+from .mmap_array import I64_MAX, U32_MAX, MmapArray
 
 __all__ = ["TimeIndex"]
 
@@ -93,15 +95,13 @@ class TimeIndex(MmapArray):
         the start of the segment.
         """
         count, (timestamps, relative) = self._view()
-        if count == 0 or timestamp_ms < I64_MIN:
+        if count == 0:
             return -1, self.base_offset
-        if timestamp_ms >= I64_MAX:
-            slot = count - 1
-        else:
-            slot = int(timestamps[:count].searchsorted(np.int64(timestamp_ms), side="right")) - 1
-            if slot < 0:
-                return -1, self.base_offset
-        return int(timestamps[slot]), self.base_offset + int(relative[slot])
+        timestamps = memoryview(timestamps)  # (bisect: see "Lookups" in mmap_array)
+        slot = bisect_right(timestamps, timestamp_ms, 0, count) - 1
+        if slot < 0:
+            return -1, self.base_offset
+        return timestamps[slot], self.base_offset + memoryview(relative)[slot]
 
     def entry(self, n: int) -> tuple[int, int]:
         """``(timestamp_ms, absolute offset)`` of slot ``n`` (``0 <= n < entries``, else ``IndexError``)."""

@@ -18,7 +18,7 @@ import numpy as np
 from . import batch as batch_format
 from ._record_alike import decode_records_runs
 from ._record_decode import RecordError
-from .batch import Record
+from .batch import BatchHeader, Record
 from .errors import OffsetOutOfRangeError
 from .segment import FileSlice, Segment
 
@@ -165,15 +165,19 @@ class LogReads:
         segment = segments[i]
         segment_end = segment.size
         size = first_header.size
+        header = None
         if size < max_bytes:
-            size = _jump_by_index(segment, position, size, min(position + max_bytes, segment_end), end)
+            size, header = _jump_by_index(segment, position, size, min(position + max_bytes, segment_end), end)
         if size < max_bytes:
             if first_header.size >= 16 * 1024:  # big batches: one header read per batch
                 header_at = segment.header_at
-                while (header := header_at(position + size, segment_end)) is not None:
+                if header is None:  # (the jump's target batch was read already)
+                    header = header_at(position + size, segment_end)
+                while header is not None:
                     if header.base_offset >= end or size + header.size > max_bytes:
                         break
                     size += header.size
+                    header = header_at(position + size, segment_end)
             else:  # small ones: read windows of headers and records
                 for _batch_position, header in segment.iter_headers(position + size, segment_end, first_window=4096):
                     if header.base_offset >= end or size + header.size > max_bytes:
@@ -369,20 +373,22 @@ def _decode_range(data: bytes, size: int, first: bool, offset: int, stop: int):
     return columns
 
 
-def _jump_by_index(segment: Segment, position: int, size: int, limit: int, end: int) -> int:
-    """The size of a slice from ``position`` (its first ``size`` bytes already taken) after a
-    jump to the last indexed batch that starts at or before ``limit`` and ends below offset
-    ``end``: every batch before that one is whole, below ``limit`` and below ``end``, so none of
-    their headers need reading. The header there is checked against its index entry; when it
-    does not match (a damaged index), no jump is made and the caller walks every header."""
+def _jump_by_index(segment: Segment, position: int, size: int, limit: int, end: int) -> tuple[int, BatchHeader | None]:
+    """``(size, header)``: the size of a slice from ``position`` (its first ``size`` bytes
+    already taken) after a jump to the last indexed batch that starts at or before ``limit`` and
+    ends below offset ``end`` -- every batch before that one is whole, below ``limit`` and below
+    ``end``, so none of their headers need reading -- and the header of that batch (the next
+    one to consider), or None where no jump was made. The header is checked against its index
+    entry; when it does not match (a damaged index), no jump is made and the caller walks every
+    header."""
     found = segment.offset_index.floor_within(end - 1, limit)
     if found is None or found[1] <= position + size:
-        return size
+        return size, None
     last_offset, at = found
     data = os.pread(segment.file.fd, _HEADER_SIZE, at)
     if len(data) < _HEADER_SIZE:
-        return size
-    base_offset, batch_length, _epoch, magic, _crc, _attributes, last_delta = _HEADER_UNPACK(data)[:7]
-    if magic != batch_format.MAGIC or batch_length < _MIN_BATCH_LENGTH or base_offset + last_delta != last_offset:
-        return size
-    return at - position
+        return size, None
+    header = BatchHeader._make(_HEADER_UNPACK(data))
+    if header.magic != batch_format.MAGIC or header.batch_length < _MIN_BATCH_LENGTH or header.last_offset != last_offset:
+        return size, None
+    return at - position, header

@@ -114,12 +114,11 @@ class OffsetIndex(MmapArray):
         after the floor's position and at or before the following entry's."""
         count, (relative, positions) = self._view()
         target = offset - self.base_offset
-        if target < 0:
-            slot = 0
-        else:
-            slot = bisect_right(memoryview(relative), target, 0, count) if count else 0
-        floor = (self.base_offset, 0) if slot == 0 else (self.base_offset + int(relative[slot - 1]), int(positions[slot - 1]))
-        following = (self.base_offset + int(relative[slot]), int(positions[slot])) if slot < count else None
+        relative, positions = memoryview(relative), memoryview(positions)
+        slot = bisect_right(relative, target, 0, count) if count and target >= 0 else 0
+        base = self.base_offset
+        floor = (base, 0) if slot == 0 else (base + relative[slot - 1], positions[slot - 1])
+        following = (base + relative[slot], positions[slot]) if slot < count else None
         return floor, following
 
     def floor_within(self, offset: int, position: int) -> tuple[int, int] | None:

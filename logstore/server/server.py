@@ -77,6 +77,7 @@ __all__ = ["Server", "ServerStats", "serve"]
 logger = logging.getLogger("logstore.server")
 
 _RECV_BYTES = 256 * 1024
+_RECV_TICK_S = 1.0  # an idle connection's recv wakes this often to check its deadline
 _MAX_SENDFILE_CHUNK = 1 << 30  # as CPython (bpo-38319): some kernels misbehave above 2 GiB
 _COPY_CHUNK = 1024 * 1024
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
@@ -326,7 +327,14 @@ class Server:
         connection = _Connection(sock, peer, self.zero_copy)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection.kernel_send_timeout = _set_send_timeout(sock, self.send_timeout_s)
+            connection.kernel_send_timeout = _set_kernel_timeout(sock, "SO_SNDTIMEO", self.send_timeout_s)
+            # recv wakes at least every tick to check the idle deadline (the deadline itself is
+            # exact to within a tick); with both kernel timeouts the socket stays blocking
+            connection.recv_tick_s = min(self.idle_timeout_s, _RECV_TICK_S)
+            connection.kernel_timeouts = connection.kernel_send_timeout and _set_kernel_timeout(
+                sock, "SO_RCVTIMEO", connection.recv_tick_s)
+            if connection.kernel_timeouts:
+                sock.settimeout(None)
             self._request_loop(connection)
         except _DISCONNECTS:
             logger.debug("%s disconnected", peer)
@@ -360,10 +368,11 @@ class Server:
                 if remaining <= 0:
                     logger.info("closing connection from %s: idle for %.0f s", peer, self.idle_timeout_s)
                     return
-                sock.settimeout(remaining)
+                if not connection.kernel_timeouts:
+                    sock.settimeout(remaining)
                 try:
                     data = sock.recv(_RECV_BYTES)
-                except TimeoutError:
+                except (TimeoutError, BlockingIOError):  # (BlockingIOError: SO_RCVTIMEO's tick)
                     continue  # the deadline check above decides
                 if not data:
                     if decoder.buffered_bytes:
@@ -400,7 +409,8 @@ class Server:
         # Blocking while sending (bounded by SO_SNDTIMEO, see _serve_connection): os.sendfile then
         # moves a whole region per call, waiting for buffer space inside the kernel, instead of
         # returning at every full socket buffer for a poll round trip through Python.
-        sock.settimeout(None if connection.kernel_send_timeout else self.send_timeout_s)
+        if not connection.kernel_timeouts:
+            sock.settimeout(None if connection.kernel_send_timeout else self.send_timeout_s)
         # Corked while a response with record regions goes out: only full segments leave until
         # the last part is written (see the module docstring). A response of buffers alone needs
         # no cork: MSG_MORE on all but the last one holds them together.
@@ -473,7 +483,8 @@ class Server:
 
 
 class _Connection:
-    __slots__ = ("sock", "peer", "zero_copy", "cork", "sendfile_proven", "kernel_send_timeout")
+    __slots__ = ("sock", "peer", "zero_copy", "cork", "sendfile_proven", "kernel_send_timeout", "kernel_timeouts",
+                 "recv_tick_s")
 
     def __init__(self, sock: socket.socket, peer, zero_copy: bool):
         self.sock = sock
@@ -482,6 +493,10 @@ class _Connection:
         self.cork = _TCP_CORK is not None  # cleared if setting TCP_CORK fails (not a TCP socket)
         self.sendfile_proven = False  # a sendfile call succeeded: later failures are not "unsupported"
         self.kernel_send_timeout = False  # SO_SNDTIMEO is set: sends may block in the kernel
+        # SO_RCVTIMEO too: the socket stays blocking, recv wakes every recv_tick_s when idle
+        # (no switching between blocking and timeout modes, no poll before each recv)
+        self.kernel_timeouts = False
+        self.recv_tick_s = 0.0
 
 
 def _cork(connection: _Connection, on: int) -> bool:
@@ -494,14 +509,14 @@ def _cork(connection: _Connection, on: int) -> bool:
     return True
 
 
-def _set_send_timeout(sock: socket.socket, seconds: float) -> bool:
-    """Bound every blocking send on ``sock`` by ``seconds`` without progress (SO_SNDTIMEO);
-    returns False where the option is unavailable (sends then poll with Python timeouts)."""
+def _set_kernel_timeout(sock: socket.socket, option: str, seconds: float) -> bool:
+    """Bound every blocking send (``SO_SNDTIMEO``) or receive (``SO_RCVTIMEO``) on ``sock`` by
+    ``seconds`` without progress; an expired one fails with EAGAIN (``BlockingIOError``).
+    Returns False where the option is unavailable (then Python timeouts poll instead)."""
     whole = int(seconds)
     try:
-        sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6))
-        )
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, option),
+                        struct.pack("ll", whole, max(int((seconds - whole) * 1e6), 0 if whole else 1000)))
     except (OSError, AttributeError, struct.error):
         return False
     return True

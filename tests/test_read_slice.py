@@ -130,18 +130,11 @@ def test_a_lookup_never_trusts_an_entry_its_header_disagrees_with(tmp_path, dama
             assert [r.offset for r in log.read(offset, max_bytes=1) if r.offset >= offset][0] == offset
 
 
-def test_slice_reads_no_record_bytes_of_big_batches(tmp_path, monkeypatch):
+def test_slice_reads_no_record_bytes_of_big_batches(tmp_path, monkeypatch, count_preads):
     """Finding the end of a slice of big batches reads headers, not records."""
     with build(tmp_path, [40] * 30, 1000, 4096, segment_bytes=10**8) as log:
-        read = []
-        real_pread = os.pread
-
-        def counting_pread(fd, n, position):
-            data = real_pread(fd, n, position)
-            read.append(len(data))
-            return data
-
-        monkeypatch.setattr(os, "pread", counting_pread)
+        read = count_preads
+        read.clear()
         region = log.read_slice(0, max_bytes=10**6)
         monkeypatch.undo()
         assert region.size > 20 * 40 * 1000

@@ -825,7 +825,7 @@ def _fill_large_partition(store, topic, megabytes, *, segment_bytes=None):
         store.append(topic, chunk, partition=0)
 
 
-def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch):
+def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch, count_preads):
     _fill_large_partition(store, "big", 4)
     sent_by_sendfile = []
     real_sendfile = os.sendfile
@@ -836,16 +836,9 @@ def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch):
         return sent
 
     expected = _segment_record_bytes(store, "big")
-    read_by_python = []
-    real_pread = os.pread
-
-    def counting_pread(fd, n, offset):
-        data = real_pread(fd, n, offset)
-        read_by_python.append(len(data))
-        return data
-
+    read_by_python = count_preads
+    read_by_python.clear()
     monkeypatch.setattr(os, "sendfile", counting_sendfile)
-    monkeypatch.setattr(os, "pread", counting_pread)
     with connect(server) as sock:
         sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)])))
         frame = recv_frame(sock)

@@ -85,6 +85,7 @@ class Log(LogReads, LogCleanup):
         self._closed = False
         self._appended_cond = threading.Condition(threading.Lock())
         self._append_waiters = 0  # threads in wait_for_append (changed under _appended_cond)
+        self._truncations = 0
         self._dir_dirty = False
         self._pending_deletes: list[tuple[int, Segment]] = []
         self._compacted = "compact" in self.config.cleanup_policy.split(",")
@@ -130,6 +131,12 @@ class Log(LogReads, LogCleanup):
     def log_end_offset(self) -> int:
         """The offset the next appended record will get (0 for a new log)."""
         return self._segments[-1].next_offset
+
+    @property
+    def truncations(self) -> int:
+        """How many times :meth:`truncate` removed records since this log was opened: a cache
+        of the log's tail (the server's idempotent-producer state) compares it to notice."""
+        return self._truncations
 
     @property
     def durable_offset(self) -> int:
@@ -472,6 +479,7 @@ class Log(LogReads, LogCleanup):
                 os.unlink(os.path.join(self.directory, CLEANER_CHECKPOINT_NAME))
             except FileNotFoundError:
                 pass
+            self._truncations += 1
             if offset <= self._log_start_offset:
                 return self._truncate_fully(max(offset, 0))
             located = self._locate(offset, self.log_end_offset)

@@ -1054,3 +1054,28 @@ def test_a_region_whose_segment_file_was_closed_or_shrank_is_not_sent(store, tmp
         os.close(fd)
         left.close()
         right.close()
+
+
+def test_producer_state_follows_truncation_and_topic_recreation_on_the_store(broker, store):
+    """Done directly on the store, not through the server: a retried batch that truncation
+    removed (or that belonged to a deleted topic) is written again, not acknowledged with an
+    offset that no longer holds it."""
+    store.create_topic("t")
+    pid = init_producer_id(broker)
+    first = batch(b"a", producer_id=pid, epoch=0, sequence=0)
+    second = batch(b"b", b"c", producer_id=pid, epoch=0, sequence=1)
+    assert produce(broker, "t", first, acks=-1) == (0, 0)
+    assert produce(broker, "t", second, acks=-1) == (0, 1)
+    assert produce(broker, "t", second, acks=-1) == (0, 1)  # a retry: not written again
+    store.log("t", 0).truncate(1)  # the second batch is gone
+    assert produce(broker, "t", second, acks=-1) == (0, 1)  # so its retry is written again
+    assert store.log("t", 0).log_end_offset == 3
+    assert [r.value for r in store.read("t", 0, offset=0)] == [b"a", b"b", b"c"]
+    store.create_topic("u")  # (never truncated)
+    assert produce(broker, "u", first, acks=-1) == (0, 0)
+    assert produce(broker, "u", second, acks=-1) == (0, 1)
+    store.delete_topic("u")
+    store.create_topic("u")
+    assert produce(broker, "u", first, acks=-1) == (0, 0)  # a new log: nothing to be a retry of
+    assert produce(broker, "u", second, acks=-1) == (0, 1)
+    assert store.log("u", 0).log_end_offset == 3

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from collections import deque
 from typing import NamedTuple
 
@@ -128,11 +129,19 @@ class ProducerEntry:
 
 
 class PartitionProducers:
-    """The producers of one partition, rebuilt from the log's tail when created."""
+    """The producers of one partition, rebuilt from the log's tail when created. ``log`` and
+    ``truncations`` say which log, in which state, it was built from."""
 
-    def __init__(self):
+    def __init__(self, log=None):
         self._lock = threading.Lock()
         self._entries: dict[int, ProducerEntry] = {}
+        self._log = weakref.ref(log) if log is not None else None  # (a deleted topic's log can go)
+        self.truncations = getattr(log, "truncations", 0)
+
+    @property
+    def log(self):
+        """The log this state was built from (None if that log is gone)."""
+        return self._log() if self._log is not None else None
 
     def entry(self, producer_id: int) -> ProducerEntry:
         with self._lock:
@@ -224,6 +233,10 @@ class ProducerIdAllocator:
             return producer_id
 
 
+def _current(state: PartitionProducers, log) -> bool:
+    return state.log is log and state.truncations == getattr(log, "truncations", 0)
+
+
 class ProducerStateManager:
     """Producer ids and per-partition producer state for one ``LogStore``."""
 
@@ -236,19 +249,23 @@ class ProducerStateManager:
         self.ids = ProducerIdAllocator(store.data_dir)
 
     def partition(self, topic: str, partition: int, log) -> PartitionProducers:
-        """The state of one partition, rebuilt from ``log``'s tail on first use."""
+        """The state of one partition, rebuilt from ``log``'s tail on first use, and again when
+        ``log`` is not the log it was built from (the topic was deleted and created again, even
+        directly on the store) or was truncated since (Kafka truncates producer state with the
+        log): a batch that truncation removed is then written again, never acknowledged with an
+        offset that no longer holds it."""
         key = (topic, partition)
         with self._lock:
             state = self._partitions.get(key)
-            if state is not None:
+            if state is not None and _current(state, log):
                 return state
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # one thread scans; the others wait for its result
             with self._lock:
                 state = self._partitions.get(key)
-            if state is not None:
+            if state is not None and _current(state, log):
                 return state
-            state = PartitionProducers()
+            state = PartitionProducers(log)
             state.load(tail_headers(log, self._scan_batches))
             with self._lock:
                 self._partitions[key] = state

@@ -12,6 +12,10 @@ of a segment is never indexed (a lookup below the first entry starts at position
 offset-index entry is paired with a time-index entry ``(largest timestamp so far, offset of the
 batch that carried it)``, and sealing the segment appends a final time entry, as Kafka does.
 
+Disk blocks are reserved ahead of the end of the active segment (``preallocate_bytes``,
+:func:`logstore.files.reserve_blocks`: the file size does not change) and given back on seal,
+close, truncation and recovery.
+
 Concurrency: one writer at a time (the owning :class:`~logstore.log.Log` serialises appends,
 truncations and rolls); any number of readers. A reader sees ``size`` only after the bytes below it
 are written, so it never sees a partial batch. The file descriptor lives in a :class:`SegmentFile`

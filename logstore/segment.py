@@ -25,6 +25,7 @@ holds a segment removed by retention or truncation keeps reading the bytes it wa
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import threading
@@ -104,17 +105,47 @@ class SegmentFile:
     ``close()`` closes it at once (used when the whole log closes); otherwise the fd is closed
     when the object is garbage-collected, which in CPython is as soon as no segment, reader or
     :class:`FileSlice` refers to it any more.
+
+    ``view(position, size)`` gives the server's mapped-send path a window on the file through
+    one shared read-only memory map (made on first use, replaced by a longer one once the file
+    has grown past it; an old map goes when its last view does).
     """
 
-    __slots__ = ("path", "fd", "__weakref__")
+    __slots__ = ("path", "fd", "_map", "__weakref__")
 
     def __init__(self, path: str, *, create: bool):
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.path = path
+        self._map: mmap.mmap | None = None
         self.fd = os.open(path, flags, 0o644)
+
+    def view(self, position: int, size: int) -> memoryview | None:
+        """Bytes ``[position, position + size)`` of the file as a read-only ``memoryview`` of a
+        shared memory map, for ``socket.send`` to copy from the page cache; None if the file
+        now ends before that range (it was truncated) or is closed.
+
+        Only the kernel may read through such a view. A send that meets a page the file lost
+        since (a truncation racing with it) fails with EFAULT; a *Python* read of that page
+        would kill the process with SIGBUS, so nothing in logstore ever reads one.
+        Raises ``OSError`` where the file cannot be mapped (address space, an exotic file
+        system): the caller sends another way.
+        """
+        end = position + size
+        mapped = self._map
+        if mapped is None or len(mapped) < end:
+            with _MAP_LOCK:
+                mapped = self._map
+                if mapped is None or len(mapped) < end:
+                    fd = self.fd
+                    length = os.fstat(fd).st_size if fd >= 0 else 0
+                    if length < end:
+                        return None
+                    mapped = self._map = mmap.mmap(fd, length, access=mmap.ACCESS_READ)
+        return memoryview(mapped)[position:end]
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
+        self._map = None  # (unmapped when the last view of it is released)
         if fd >= 0:
             os.close(fd)
 
@@ -123,6 +154,9 @@ class SegmentFile:
             self.close()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+
+_MAP_LOCK = threading.Lock()  # (making a SegmentFile's map: once, and again when a read reaches past it)
 
 
 @dataclass(frozen=True)

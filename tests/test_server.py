@@ -825,7 +825,7 @@ def _fill_large_partition(store, topic, megabytes, *, segment_bytes=None):
         store.append(topic, chunk, partition=0)
 
 
-def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch, count_preads):
+def test_fetch_records_go_through_sendfile_only(store, monkeypatch, count_preads):
     _fill_large_partition(store, "big", 4)
     sent_by_sendfile = []
     real_sendfile = os.sendfile
@@ -839,21 +839,81 @@ def test_fetch_records_go_through_sendfile_only(server, store, monkeypatch, coun
     read_by_python = count_preads
     read_by_python.clear()
     monkeypatch.setattr(os, "sendfile", counting_sendfile)
-    with connect(server) as sock:
+    with serve(store, port=0, transport="sendfile") as server, connect(server) as sock:
         sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)])))
         frame = recv_frame(sock)
-    monkeypatch.undo()
+        monkeypatch.undo()
+        assert wait_for(lambda: sum(sent_by_sendfile) == len(expected))  # the server thread counts after sending
+        stats = server.stats
     records = decode_response(FetchRequest, 11, frame).responses[0].partitions[0].records
     assert records == expected
-    assert wait_for(lambda: sum(sent_by_sendfile) == len(expected))  # the server thread counts after sending
-    assert server.stats.bytes_sendfile == len(expected) and server.stats.bytes_copied == 0
+    assert stats.bytes_sendfile == len(expected) and stats.bytes_copied == 0 and stats.bytes_mapped == 0
     # Python read only batch headers (read_slice walks them), never the records themselves
     # finding the slice reads batch headers and at most one index interval, never the records
     assert sum(read_by_python) < 16 * 1024 < len(expected) // 100
 
 
+def test_loopback_fetches_are_mapped_sends_that_python_never_reads(server, store, monkeypatch, count_preads):
+    """``auto`` (the default) sends a loopback peer's records from a memory map of the segment:
+    the kernel copies them (no sendfile, no record byte read by Python); small regions go by
+    sendfile; the bytes are those of the file."""
+    _fill_large_partition(store, "big", 4)
+    expected = _segment_record_bytes(store, "big")
+    sendfile_calls = []
+    real_sendfile = os.sendfile
+    monkeypatch.setattr(os, "sendfile", lambda *a: sendfile_calls.append(a) or real_sendfile(*a))
+    count_preads.clear()
+    with connect(server) as sock:
+        sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)])))
+        records = decode_response(FetchRequest, 11, recv_frame(sock)).responses[0].partitions[0].records
+        assert records == expected
+        assert wait_for(lambda: server.stats.bytes_mapped == len(expected))
+        assert sendfile_calls == [] and server.stats.bytes_copied == 0
+        assert sum(count_preads) < 16 * 1024 < len(expected) // 100
+        # a region under 256 KiB goes by sendfile (a map would be remade for each small read)
+        store.create_topic("small")
+        store.append("small", [b"v%d" % i for i in range(100)], partition=0)
+        sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("small", 0, 0, 1 << 20)])))
+        small = decode_response(FetchRequest, 11, recv_frame(sock)).responses[0].partitions[0].records
+        assert small == _segment_record_bytes(store, "small")
+        assert wait_for(lambda: server.stats.bytes_sendfile == len(small)) and len(sendfile_calls) >= 1
+        assert server.stats.bytes_mapped == len(expected)
+
+
+def test_a_segment_truncated_under_a_mapped_send_closes_only_that_connection(store, monkeypatch):
+    """The kernel meets a page the file lost: EFAULT, not SIGBUS; the connection is closed, as
+    with a file that sendfile finds shorter; the server keeps serving."""
+    from logstore.segment import SegmentFile
+
+    _fill_large_partition(store, "big", 4)
+    expected = _segment_record_bytes(store, "big")
+    request = frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)]))
+    with serve(store, port=0, transport="mapped") as server:
+        with connect(server) as sock:  # maps the whole segment
+            sock.sendall(request)
+            assert decode_response(FetchRequest, 11, recv_frame(sock)).responses[0].partitions[0].records == expected
+        real_view = SegmentFile.view
+
+        def view_then_truncate(self, position, size):
+            view = real_view(self, position, size)
+            os.truncate(self.path, 4096)  # behind the map's back, as a racing truncation would
+            return view
+
+        monkeypatch.setattr(SegmentFile, "view", view_then_truncate)
+        with connect(server) as sock:
+            sock.sendall(request)
+            with pytest.raises((ConnectionError, EOFError, OSError)):
+                frame = recv_frame(sock)
+                decode_response(FetchRequest, 11, frame)
+                raise EOFError("a whole response arrived")
+        monkeypatch.undo()
+        assert wait_for(lambda: server.connection_count == 0)
+        with connect(server) as other:
+            assert roundtrip(other, ApiVersionsRequest, 3).error_code == 0
+
+
 @pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux-only")
-def test_responses_with_records_are_corked_then_uncorked(server, store, monkeypatch):
+def test_responses_with_records_are_corked_then_uncorked(store, monkeypatch):
     """Corked, a region goes out in full segments only; uncorked after it, the tail leaves at once
     (left corked, it would wait up to 200 ms). Responses of buffers alone are never corked."""
     from logstore.server import server as server_module
@@ -868,7 +928,7 @@ def test_responses_with_records_are_corked_then_uncorked(server, store, monkeypa
         return ok
 
     monkeypatch.setattr(server_module, "_cork", recording_cork)
-    with connect(server) as sock:
+    with serve(store, port=0, transport="sendfile") as server, connect(server) as sock:
         assert roundtrip(sock, ApiVersionsRequest, 3).error_code == 0
         assert calls == []
         sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)])))
@@ -882,7 +942,7 @@ def test_copy_path_and_fallback_send_the_same_bytes(store, monkeypatch):
     _fill_large_partition(store, "big", 2)
     expected = _segment_record_bytes(store, "big")
     request = frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)]))
-    with serve(store, port=0, zero_copy=False) as server, connect(server) as sock:
+    with serve(store, port=0, transport="copy") as server, connect(server) as sock:
         sock.sendall(request)
         assert decode_response(FetchRequest, 11, recv_frame(sock)).responses[0].partitions[0].records == expected
         assert wait_for(lambda: server.stats.bytes_copied == len(expected)) and server.stats.bytes_sendfile == 0
@@ -891,7 +951,7 @@ def test_copy_path_and_fallback_send_the_same_bytes(store, monkeypatch):
         raise OSError(errno.EINVAL, "sendfile not supported here")
 
     monkeypatch.setattr(os, "sendfile", unsupported)
-    with serve(store, port=0) as server, connect(server) as sock:
+    with serve(store, port=0, transport="sendfile") as server, connect(server) as sock:
         for _ in range(2):
             sock.sendall(request)
             assert decode_response(FetchRequest, 11, recv_frame(sock)).responses[0].partitions[0].records == expected
@@ -1005,15 +1065,17 @@ def test_server_options_are_validated(store):
         Server(store, idle_timeout_s=0)
 
 
-def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(store):
+@pytest.mark.parametrize("transport", ["sendfile", "mapped"])
+def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(store, transport):
     _fill_large_partition(store, "big", 8)
-    with serve(store, port=0, send_timeout_s=0.5) as server:
+    with serve(store, port=0, send_timeout_s=0.5, transport=transport) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((server.host, server.port))
         with sock:
             sock.sendall(frame_of(FetchRequest, 11, **fetch_fields([("big", 0, 0, 64 << 20)])))
-            assert wait_for(lambda: server.stats.bytes_sendfile > 0)
+            if transport == "sendfile":
+                assert wait_for(lambda: server.stats.bytes_sendfile > 0)
             assert wait_for(lambda: server.connection_count == 0, timeout=10)  # never read: dropped
         with connect(server) as other:
             assert roundtrip(other, ApiVersionsRequest, 3).error_code == 0
@@ -1043,7 +1105,7 @@ def test_a_region_whose_segment_file_was_closed_or_shrank_is_not_sent(store, tmp
     server = Server(store)
     left, right = socket.socketpair()
     try:
-        connection = _Connection(left, "peer", zero_copy=True)
+        connection = _Connection(left, "peer", "sendfile")
         closed_owner = SimpleNamespace(fd=-1)
         with pytest.raises(RegionShrunkError, match="closed"):
             server._sendfile_region(connection, SimpleNamespace(fd=fd, position=0, size=10, owner=closed_owner))

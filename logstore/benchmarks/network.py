@@ -2,11 +2,12 @@
 
 *fetch*: one partition (batches of about 512 KiB of 1000-byte records) is streamed to a client
 process that sends requests one after another, as a consumer does, and drains each response into a
-reused buffer without parsing it. The same byte ranges are served four ways, in alternation:
-logstore's server with ``os.sendfile`` and with its copy path (``pread`` + ``sendall``), a bare
-``os.sendfile`` loop behind a 12-byte request (the limit; corked like the server and nginx), and
-nginx serving the segment file with ``sendfile on``, ``tcp_nopush on`` and HTTP Range requests
-(when installed). The client is a separate process so that the CPU time of this process is the
+reused buffer without parsing it. The same byte ranges are served five ways, in alternation:
+logstore's server with its default transport (for a loopback client: ``sendall`` from a memory
+map of the segment, see ``logstore.server.server``), with ``os.sendfile`` and with its copy path
+(``pread`` + ``sendall``), a bare ``os.sendfile`` loop behind a 12-byte request (corked like the
+server and nginx), and nginx serving the segment file with ``sendfile on``, ``tcp_nopush on``
+and HTTP Range requests (when installed). The client is a separate process so that the CPU time of this process is the
 server's alone; nginx's is its worker's, both read from the same scheduler clock (nanoseconds).
 
 Fairness on loopback. The receiving side's TCP work (queueing, ACKs, wake-ups) runs in the
@@ -209,8 +210,8 @@ class BareSendfileServer:
         os.close(self.fd)
 
 
-@scenario("fetch", "fetch through the server (sendfile, copy path) vs a bare sendfile loop, nginx",
-          steps=lambda p: p.rounds * _FETCH_PASSES_PER_ROUND * 4)
+@scenario("fetch", "fetch through the server (default, sendfile, copy path) vs a bare sendfile loop, nginx",
+          steps=lambda p: p.rounds * _FETCH_PASSES_PER_ROUND * 5)
 def fetch_scenario(run: Run) -> None:
     from ..server import serve
     from ..store import LogStore
@@ -232,8 +233,8 @@ def fetch_scenario(run: Run) -> None:
         record_bytes = sum(size for _o, _p, size in plan)
         kafka = [fetch_v4_frame("fetch", offset, params.fetch_request_bytes, i) for i, (offset, _p, _s) in enumerate(plan)]
         servers = {}
-        for name, zero_copy in (("logstore_sendfile", True), ("logstore_copy", False)):
-            server = serve(store, port=0, zero_copy=zero_copy)
+        for name, transport in (("logstore", "auto"), ("logstore_sendfile", "sendfile"), ("logstore_copy", "copy")):
+            server = serve(store, port=0, transport=transport)
             closers.insert(0, server.close)
             servers[name] = server
             clients[name] = Client(server.port, "kafka", kafka)
@@ -272,14 +273,18 @@ def fetch_scenario(run: Run) -> None:
         # medians need more passes than best-of figures: several per round (each pass is short)
         rates = alternate(run, {name: measure(name) for name in clients}, rounds=params.rounds * _FETCH_PASSES_PER_ROUND)
         stats = {name: server.stats for name, server in servers.items()}
-        if stats["logstore_sendfile"].bytes_copied or stats["logstore_copy"].bytes_sendfile:
-            raise AssertionError(f"the server did not take the path asked for: {stats}")
+        took = {name: {"sendfile": s.bytes_sendfile, "mapped": s.bytes_mapped, "copy": s.bytes_copied}
+                for name, s in stats.items()}
+        expected = {"logstore": "mapped", "logstore_sendfile": "sendfile", "logstore_copy": "copy"}
+        if any(sum(v for k, v in took[name].items() if k != path) for name, path in expected.items()):
+            raise AssertionError(f"a server did not take the path asked for: {took}")
     finally:
         for client in clients.values():
             client.close()
         for close in closers:
             close()
-    labels = {"logstore_sendfile": ("logstore server, sendfile", "logstore"),
+    labels = {"logstore": ("logstore server (default: mapped send on loopback)", "logstore"),
+              "logstore_sendfile": ("logstore server, os.sendfile", "variant"),
               "logstore_copy": ("logstore server, pread+sendall", "variant"),
               "raw_sendfile": ("bare os.sendfile loop (limit)", "limit"),
               "nginx": ("nginx sendfile on, Range GET", "peer")}
@@ -300,8 +305,8 @@ def fetch_scenario(run: Run) -> None:
             per_pass = [record_bytes / 1e9 / (t + c) for t, c in zip(server_s, client_s, strict=True)]
             total_ids[name] = run.figure(name, statistics.median(per_pass), "GB/cpu-s", label=label, kind=kind,
                                          metric="cpu+client", samples=per_pass, **extra)
-    for name in ("logstore_sendfile", "logstore_copy"):
-        for other in ("raw_sendfile", "nginx", "logstore_copy"):
+    for name in ("logstore", "logstore_sendfile", "logstore_copy"):
+        for other in ("raw_sendfile", "nginx", "logstore_sendfile"):
             if other != name:
                 run.compare(ids.get(name, ""), ids.get(other, ""))
                 run.compare(cpu_ids.get(name, ""), cpu_ids.get(other, ""))

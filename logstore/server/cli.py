@@ -55,6 +55,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_FRAME_BYTES,
         help=f"largest request accepted; larger ones close the connection (default {DEFAULT_MAX_FRAME_BYTES})",
     )
+    parser.add_argument(
+        "--transport",
+        choices=("auto", "sendfile", "mapped", "copy"),
+        default="auto",
+        help="how record bytes are sent: sendfile, mapped (copied by the kernel from a memory map: "
+        "faster over loopback), copy (pread + sendall); auto = mapped for loopback peers, sendfile "
+        "for the others (default auto)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)")
 
 
@@ -119,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             idle_timeout_s=args.idle_timeout_ms / 1000,
             max_frame_bytes=args.max_frame_bytes,
+            transport=args.transport,
         )
         try:
             server.start()

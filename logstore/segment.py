@@ -409,6 +409,16 @@ class Segment:
             self._rolling_base_ms = header.max_timestamp if header.max_timestamp >= 0 else self._created_ms
         return self._rolling_base_ms
 
+    def older_than(self, age_ms: int, now_ms: int) -> bool:
+        """Whether this segment is more than ``age_ms`` old at ``now_ms`` (see
+        :meth:`rolling_base_ms`); False while empty."""
+        base = self._rolling_base_ms
+        if base is None:
+            base = self.rolling_base_ms()
+            if base is None:
+                return False
+        return now_ms - base > age_ms
+
     def can_append(self, first_offset: int, last_offset: int, incoming_bytes: int) -> bool:
         """False if this batch must go to a new segment: size, index capacity, relative overflow."""
         size = self._size if self._size is not None else self.size

@@ -9,7 +9,6 @@ whole batches below ``log_end_offset``; a batch whose CRC fails raises
 from __future__ import annotations
 
 import bisect
-import os
 from functools import partial
 from typing import NamedTuple
 
@@ -19,7 +18,7 @@ from . import batch as batch_format
 from ._record_alike import decode_records_runs
 from ._record_decode import RecordError
 from .batch import BatchHeader, Record
-from .errors import OffsetOutOfRangeError
+from .errors import CorruptBatchError, OffsetOutOfRangeError
 from .segment import FileSlice, Segment
 
 __all__ = ["LogReads", "OffsetAndTimestamp", "LATEST", "EARLIEST", "MAX_TIMESTAMP"]
@@ -385,10 +384,10 @@ def _jump_by_index(segment: Segment, position: int, size: int, limit: int, end: 
     if found is None or found[1] <= position + size:
         return size, None
     last_offset, at = found
-    data = os.pread(segment.file.fd, _HEADER_SIZE, at)
-    if len(data) < _HEADER_SIZE:
+    try:
+        header = segment.header_at(at, segment.size)
+    except CorruptBatchError:  # (the entry points into a batch)
         return size, None
-    header = BatchHeader._make(_HEADER_UNPACK(data))
-    if header.magic != batch_format.MAGIC or header.batch_length < _MIN_BATCH_LENGTH or header.last_offset != last_offset:
+    if header is None or header.last_offset != last_offset:
         return size, None
     return at - position, header

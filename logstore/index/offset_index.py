@@ -98,15 +98,7 @@ class OffsetIndex(MmapArray):
         ``(base_offset, 0)`` if the index is empty or every entry is above ``offset``: scan from
         the start of the segment.
         """
-        count, (relative, positions) = self._view()
-        target = offset - self.base_offset
-        if count == 0 or target < 0:
-            return self.base_offset, 0
-        relative = memoryview(relative)  # (bisect: see "Lookups" in mmap_array)
-        slot = bisect_right(relative, target, 0, count) - 1
-        if slot < 0:
-            return self.base_offset, 0
-        return self.base_offset + relative[slot], memoryview(positions)[slot]
+        return self.bracket(offset)[0]
 
     def bracket(self, offset: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
         """``(floor, following)``: ``floor(offset)``, and ``(offset, position)`` of the first
@@ -114,7 +106,7 @@ class OffsetIndex(MmapArray):
         after the floor's position and at or before the following entry's."""
         count, (relative, positions) = self._view()
         target = offset - self.base_offset
-        relative, positions = memoryview(relative), memoryview(positions)
+        relative, positions = memoryview(relative), memoryview(positions)  # (bisect: see "Lookups" in mmap_array)
         slot = bisect_right(relative, target, 0, count) if count and target >= 0 else 0
         base = self.base_offset
         floor = (base, 0) if slot == 0 else (base + relative[slot - 1], positions[slot - 1])

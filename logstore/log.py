@@ -89,10 +89,6 @@ class Log(LogReads, LogCleanup):
         self._dir_dirty = False
         self._pending_deletes: list[tuple[int, Segment]] = []
         self._compacted = "compact" in self.config.cleanup_policy.split(",")
-        # ``segment_ms``, or ``max_compaction_lag_ms`` if smaller for a compacted log (the cleaner
-        # never touches the active segment, so it must roll for the lag bound to hold; Kafka too)
-        lag = self.config.max_compaction_lag_ms
-        self._max_segment_ms = min(self.config.segment_ms, lag) if self._compacted and lag is not None else self.config.segment_ms
         self.recovered_bytes_truncated = 0
         self.was_clean_shutdown = False
         os.makedirs(self.directory, exist_ok=True)
@@ -342,7 +338,17 @@ class Log(LogReads, LogCleanup):
     # --- rolling -------------------------------------------------------------------------------
 
     def _segment_too_old(self, segment: Segment, now_ms: int) -> bool:
-        return segment.older_than(self._max_segment_ms, now_ms)
+        base = segment.rolling_base_ms()
+        return base is not None and now_ms - base > self._max_segment_ms
+
+    @property
+    def _max_segment_ms(self) -> int:
+        """``segment_ms``, or ``max_compaction_lag_ms`` if smaller for a compacted log (the cleaner
+        never touches the active segment, so it must roll for the lag bound to hold; Kafka too)."""
+        lag = self.config.max_compaction_lag_ms
+        if self._compacted and lag is not None:
+            return min(self.config.segment_ms, lag)
+        return self.config.segment_ms
 
     def roll(self) -> Segment:
         """Seal the active segment and start a new one at ``log_end_offset`` (no-op when empty)."""

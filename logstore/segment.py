@@ -401,7 +401,7 @@ class Segment:
     def rolling_base_ms(self) -> int | None:
         """The time this segment's age (``segment_ms``) is counted from: when its first batch was
         appended in this process, else the first batch's max timestamp; ``None`` while empty."""
-        if (self._size if self._size is not None else self.size) == 0:
+        if self.size == 0:
             return None
         if self._rolling_base_ms is None:
             header = batch_format.unpack_header(_pread_exact(self.file.fd, HEADER_SIZE, 0, self.log_path),
@@ -409,19 +409,9 @@ class Segment:
             self._rolling_base_ms = header.max_timestamp if header.max_timestamp >= 0 else self._created_ms
         return self._rolling_base_ms
 
-    def older_than(self, age_ms: int, now_ms: int) -> bool:
-        """Whether this segment is more than ``age_ms`` old at ``now_ms`` (see
-        :meth:`rolling_base_ms`); False while empty."""
-        base = self._rolling_base_ms
-        if base is None:
-            base = self.rolling_base_ms()
-            if base is None:
-                return False
-        return now_ms - base > age_ms
-
     def can_append(self, first_offset: int, last_offset: int, incoming_bytes: int) -> bool:
         """False if this batch must go to a new segment: size, index capacity, relative overflow."""
-        size = self._size if self._size is not None else self.size
+        size = self.size
         if size and size + incoming_bytes > self.config.segment_bytes:
             return False
         if last_offset - self.base_offset > 2**31 - 1 or first_offset < self.base_offset:

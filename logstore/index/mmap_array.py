@@ -239,7 +239,7 @@ class MmapArray:
 
     @property
     def entries(self) -> int:
-        return (self._snap or self._view())[0]
+        return self._view()[0]
 
     @property
     def writable(self) -> bool:
@@ -323,7 +323,7 @@ class MmapArray:
 
     def _append_row(self, *values: int) -> None:
         """Store one validated entry in the file, then in the mirror, then publish it."""
-        mm = self._mm or self._require_writable()
+        mm = self._require_writable()
         count, columns = self._snap
         size = self.ENTRY_BYTES
         if (count + 1) * size > self._reserved_bytes:

@@ -48,7 +48,7 @@ class OffsetIndex(MmapArray):
 
     @property
     def is_full(self) -> bool:
-        return (self._snap or self._view())[0] >= self.max_entries
+        return self.entries >= self.max_entries
 
     @property
     def last_offset(self) -> int:

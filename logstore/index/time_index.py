@@ -45,7 +45,7 @@ class TimeIndex(MmapArray):
     @property
     def is_full(self) -> bool:
         """True when only the reserved last slot is left (``final=True`` may still use it)."""
-        return (self._snap or self._view())[0] >= self.max_entries - 1
+        return self.entries >= self.max_entries - 1
 
     @property
     def last_entry(self) -> tuple[int, int]:

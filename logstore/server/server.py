@@ -585,12 +585,11 @@ def _transport_for(setting: str, peer) -> str:
     if setting != AUTO:
         return setting
     try:
-        loopback = ipaddress.ip_address(peer[0]).is_loopback
+        address = ipaddress.ip_address(peer[0])
     except (TypeError, ValueError, IndexError):  # (not an IP socket)
-        loopback = False
-    if not loopback and isinstance(peer, tuple) and str(peer[0]).startswith("::ffff:"):
-        loopback = ipaddress.ip_address(str(peer[0])[7:]).is_loopback
-    return MAPPED if loopback else SENDFILE
+        return SENDFILE
+    mapped = getattr(address, "ipv4_mapped", None)  # (::ffff:127.0.0.1)
+    return MAPPED if address.is_loopback or (mapped is not None and mapped.is_loopback) else SENDFILE
 
 
 def _cork(connection: _Connection, on: int) -> bool:

@@ -154,13 +154,13 @@ class CleanedWriter:
     def add(self, header: BatchHeader, data=None, view: memoryview | None = None, at: int = 0) -> None:
         """Append one batch: ``data`` (bytes), or the bytes at ``view[at : at + header.size]``."""
         size = header.size if data is None else len(data)
+        if header.max_timestamp > self._max_ts[0]:  # (before the entry, as Kafka)
+            self._max_ts = (header.max_timestamp, header.last_offset)
         if self._since > self._interval and not (self._offset_index.is_full or self._time_index.is_full):
             self._offset_index.append(header.last_offset, self.position)
             self._time_index.append(*self._max_ts)
             self._since = 0
         self._since += size
-        if header.max_timestamp > self._max_ts[0]:
-            self._max_ts = (header.max_timestamp, header.last_offset)
         self.position += size
         if data is None:
             run = self._run

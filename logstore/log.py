@@ -65,6 +65,14 @@ def _with_base_offset(header: BatchHeader, base_offset: int) -> BatchHeader:
     return _new_header(BatchHeader, (base_offset, *header[1:]))
 
 
+_HEADER_UNPACK = batch_format.HEADER.unpack_from
+_HEADER_SIZE = batch_format.HEADER_SIZE
+_MAGIC = batch_format.MAGIC
+_MIN_BATCH_LENGTH = batch_format.MIN_BATCH_LENGTH
+_CRC_START = batch_format.CRC_START
+_CRC32C = batch_format.crc32c_oneshot
+
+
 class Log(LogReads, LogCleanup):
     """One partition: ordered segments in ``directory`` (created if missing).
 
@@ -246,6 +254,12 @@ class Log(LogReads, LogCleanup):
         if buf.format != "B" or buf.ndim != 1 or not buf.c_contiguous:
             buf = buf.cast("B")
         total = len(buf)
+        if total >= _HEADER_SIZE and not self._compacted:
+            fields = _HEADER_UNPACK(buf, 0)
+            if fields[1] + 12 == total and fields[3] == _MAGIC and fields[1] >= _MIN_BATCH_LENGTH:
+                info = self._append_one(buf, fields)
+                if info is not None:
+                    return info
         if not total:
             raise ValueError("no batches given")
         max_batch_bytes = self.config.max_batch_bytes
@@ -280,6 +294,32 @@ class Log(LogReads, LogCleanup):
                 headers[i] = (position, _with_base_offset(header, next_offset))
                 next_offset += header.last_offset_delta + 1
             info = self._append_validated(buf, headers)
+        self._after_append(info)
+        return info
+
+    def _append_one(self, buf: memoryview, fields: tuple) -> AppendInfo | None:
+        """append_batches of exactly one batch whose header is ``fields`` (magic and length
+        checked): the producer's hot path. None when the general path must take it (a roll)."""
+        total = len(buf)
+        if total > self.config.max_batch_bytes:
+            raise RecordTooLargeError(f"batch of {total} bytes exceeds max_batch_bytes={self.config.max_batch_bytes}")
+        crc = fields[4]
+        actual = _CRC32C(buf[_CRC_START:])
+        if actual != crc:
+            raise CorruptBatchError(
+                f"CRC-32C mismatch: stored {crc:#010x}, computed {actual:#010x}", position=0
+            )
+        last_offset_delta, max_timestamp = fields[6], fields[8]
+        with self._lock:
+            if self._closed:
+                self._check_open()
+            active = self._segments[-1]
+            first_offset = active.next_offset
+            if not active.append_one(buf, first_offset, last_offset_delta, max_timestamp, self._clock_ms(),
+                                     self._max_segment_ms):
+                return None
+            self._unflushed_messages += last_offset_delta + 1
+        info = AppendInfo(first_offset, first_offset + last_offset_delta, max_timestamp, last_offset_delta + 1)
         self._after_append(info)
         return info
 

@@ -244,6 +244,7 @@ def test_truncated_entries_are_zeroed_on_disk(tmp_path, cls, make, empty):
     # bring them back in order, looking valid. Zeroed, they are a detectable zero tail.
     path = tmp_path / "a"
     index = filled(cls, path, make(10), max_index_bytes=1200)
+    index.flush()  # every entry in the file
     cut = index.entry(4)[1] if cls is TimeIndex else index.entry(4)[0]
     index.truncate_to(cut)
     kept = index.entries
@@ -539,3 +540,72 @@ def test_concurrent_time_floor_during_appends(tmp_path, busy_switching):
         thread.join()
     assert not errors, errors[:5]
     index.close()
+
+
+def _file_rows(cls, path) -> list[tuple[int, ...]]:
+    """The non-zero entries in an index file, as written (big-endian)."""
+    data = open(path, "rb").read()
+    rows = [cls._ROW.unpack_from(data, at) for at in range(0, len(data) - cls.ENTRY_BYTES + 1, cls.ENTRY_BYTES)]
+    return [row for row in rows if any(row)]
+
+
+@pytest.mark.parametrize("cls, make, empty", KINDS)
+def test_rows_reach_the_file_in_blocks_and_on_flush_trim_close(tmp_path, cls, make, empty):
+    from logstore.index.mmap_array import STORE_EVERY_ENTRIES as block
+
+    path = tmp_path / "a"
+    entries = make(2 * block + 5)
+    index = cls(str(path), BASE, max_index_bytes=64 * 1024)
+    for n, entry in enumerate(entries, 1):
+        index.append(*entry)
+        assert index.entries == n and index.entry(n - 1) == entry  # lookups see every entry at once
+    # the file holds whole blocks so far, and nothing but a prefix of the entries
+    on_file = _file_rows(cls, path)
+    assert len(on_file) == 2 * block
+    index.flush()
+    assert len(_file_rows(cls, path)) == len(entries)
+    index.append(*make(2 * block + 6)[-1])
+    index.trim()  # (on roll) stores the last row too
+    assert len(_file_rows(cls, path)) == len(entries) + 1
+    reopened = cls(str(path), BASE, writable=False)
+    reopened.sanity_check()
+    assert [reopened.entry(i) for i in range(reopened.entries)] == [index.entry(i) for i in range(index.entries)]
+
+
+@pytest.mark.parametrize("cls, make, empty", KINDS)
+def test_crash_with_rows_not_stored_leaves_a_valid_prefix(tmp_path, cls, make, empty):
+    from logstore.index.mmap_array import STORE_EVERY_ENTRIES as block
+
+    path = tmp_path / "a"
+    entries = make(block + 3)
+    index = filled(cls, path, entries, max_index_bytes=64 * 1024)
+    index.close(trim=False)  # a crash: the last 3 rows never reached the map
+    reopened = cls(str(path), BASE, writable=False)
+    with pytest.raises(CorruptIndexError) as caught:  # the preallocated zero tail shows
+        reopened.sanity_check()
+    assert caught.value.position == block * cls.ENTRY_BYTES
+    rows = _file_rows(cls, path)
+    assert rows == [_file_layout(cls, entry) for entry in entries[:block]]
+
+
+def _file_layout(cls, entry):
+    """An entry as its row is stored: relative offsets in the file."""
+    if cls is TimeIndex:
+        return (entry[0], entry[1] - BASE)
+    return (entry[0] - BASE, entry[1])
+
+
+@pytest.mark.parametrize("cls, make, empty", KINDS)
+def test_rows_appended_after_a_truncation_reach_the_file(tmp_path, cls, make, empty):
+    from logstore.index.mmap_array import STORE_EVERY_ENTRIES as block
+
+    path = tmp_path / "a"
+    entries = make(2 * block)
+    index = filled(cls, path, entries, max_index_bytes=64 * 1024)  # all stored
+    index.truncate_entries(3)
+    for entry in entries[3 : block + 3]:  # a whole block again after the cut
+        index.append(*entry)
+    assert _file_rows(cls, path) == [_file_layout(cls, entry) for entry in entries[: block + 3]]
+    index.truncate_entries(2)
+    index.flush()
+    assert _file_rows(cls, path) == [_file_layout(cls, entry) for entry in entries[:2]]

@@ -291,3 +291,31 @@ def test_sealed_index_pointing_between_batches_is_rebuilt_on_use(tmp_path):
         assert log.was_clean_shutdown
         for offset in range(first_end):
             assert log.read(offset)[0].value == value(offset)
+
+
+def test_recovery_rebuilds_the_indexes_appends_wrote_byte_for_byte(tmp_path):
+    # One indexing rule everywhere (append, recovery, rebuild): as Kafka's LogSegment, a batch's
+    # max timestamp counts before the time entry made at that batch.
+    directory = tmp_path / "p"
+    cfg = LogConfig(durability="none", segment_bytes=2048, index_interval_bytes=100, preallocate_bytes=0)
+
+    def stamp(i):
+        return 1000 + 7 * i
+    with Log(directory, cfg) as log:
+        for i in range(60):
+            log.append([b"v%03d" % i * 8], timestamps_ms=stamp(i))
+    names = sorted(n for n in os.listdir(directory) if n.endswith((".index", ".timeindex")))
+    written = {n: open(directory / n, "rb").read() for n in names}
+    assert len(names) >= 6
+    # the first segment: its first time entry is made at the batch of its first offset entry, and
+    # holds that batch's timestamp (rising timestamps: each batch is a new max), not the previous one
+    indexed = int.from_bytes(written[names[0]][:4], "big")
+    timestamp, relative = int.from_bytes(written[names[1]][:8], "big"), int.from_bytes(written[names[1]][8:12], "big")
+    assert relative == indexed > 0 and timestamp == stamp(indexed)
+    for n in names:
+        os.unlink(directory / n)
+    os.unlink(directory / CLEAN_SHUTDOWN_NAME)
+    os.unlink(directory / CHECKPOINT_NAME)  # recovery from offset 0: every segment re-validated
+    with Log(directory, cfg) as log:
+        assert not log.was_clean_shutdown
+    assert {n: open(directory / n, "rb").read() for n in names} == written

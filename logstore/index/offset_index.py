@@ -48,7 +48,7 @@ class OffsetIndex(MmapArray):
 
     @property
     def is_full(self) -> bool:
-        return self.entries >= self.max_entries
+        return self.entries >= self.max_entries - self.RESERVED_SLOTS
 
     @property
     def last_offset(self) -> int:

@@ -41,11 +41,12 @@ class TimeIndex(MmapArray):
     ENTRY_BYTES = 12
     DTYPE = np.dtype([("timestamp_ms", ">i8"), ("relative_offset", ">u4")])
     MIN_ENTRIES = 2  # one ordinary slot plus the reserved final slot
+    RESERVED_SLOTS = 1  # the final slot (roll, close)
 
     @property
     def is_full(self) -> bool:
         """True when only the reserved last slot is left (``final=True`` may still use it)."""
-        return self.entries >= self.max_entries - 1
+        return self.entries >= self.max_entries - self.RESERVED_SLOTS
 
     @property
     def last_entry(self) -> tuple[int, int]:

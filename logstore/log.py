@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from . import batch as batch_format
-from .batch import BatchHeader, Compression
+from .batch import CRC_START, HEADER_SIZE, MAGIC, MIN_BATCH_LENGTH, BatchHeader, Compression, crc32c_oneshot
 from .config import LogConfig
 from .errors import (
     CorruptBatchError,
@@ -66,11 +66,6 @@ def _with_base_offset(header: BatchHeader, base_offset: int) -> BatchHeader:
 
 
 _HEADER_UNPACK = batch_format.HEADER.unpack_from
-_HEADER_SIZE = batch_format.HEADER_SIZE
-_MAGIC = batch_format.MAGIC
-_MIN_BATCH_LENGTH = batch_format.MIN_BATCH_LENGTH
-_CRC_START = batch_format.CRC_START
-_CRC32C = batch_format.crc32c_oneshot
 
 
 class Log(LogReads, LogCleanup):
@@ -254,9 +249,9 @@ class Log(LogReads, LogCleanup):
         if buf.format != "B" or buf.ndim != 1 or not buf.c_contiguous:
             buf = buf.cast("B")
         total = len(buf)
-        if total >= _HEADER_SIZE and not self._compacted:
+        if total >= HEADER_SIZE and not self._compacted:
             fields = _HEADER_UNPACK(buf, 0)
-            if fields[1] + 12 == total and fields[3] == _MAGIC and fields[1] >= _MIN_BATCH_LENGTH:
+            if fields[1] + 12 == total and fields[3] == MAGIC and fields[1] >= MIN_BATCH_LENGTH:
                 info = self._append_one(buf, fields)
                 if info is not None:
                     return info
@@ -304,7 +299,7 @@ class Log(LogReads, LogCleanup):
         if total > self.config.max_batch_bytes:
             raise RecordTooLargeError(f"batch of {total} bytes exceeds max_batch_bytes={self.config.max_batch_bytes}")
         crc = fields[4]
-        actual = _CRC32C(buf[_CRC_START:])
+        actual = crc32c_oneshot(buf[CRC_START:])
         if actual != crc:
             raise CorruptBatchError(
                 f"CRC-32C mismatch: stored {crc:#010x}, computed {actual:#010x}", position=0

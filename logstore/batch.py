@@ -88,7 +88,7 @@ import numpy as np
 
 from ._record_decode import RecordError, decode_records
 from ._record_encode import encode_records
-from ._varint import INT64_MAX, INT64_MIN
+from ._varint import INT64_MAX, INT64_MIN, read_varint
 from .compression import Compression, compress, decompress
 from .errors import CorruptBatchError
 
@@ -470,6 +470,30 @@ def decode_offsets_and_timestamps(buf, position: int = 0, *, path: str | None = 
     values: for finding a record by timestamp."""
     header, off_delta, ts_delta, _keys, _values, _headers = _decode_section(buf, position, path, True, False)
     return _absolute(header, off_delta, ts_delta)
+
+
+def first_record_time(buf, position: int = 0, *, path: str | None = None) -> tuple[int, int] | None:
+    """``(offset, timestamp)`` of the first record of the batch at ``position``, CRC checked,
+    without decoding the others (a time lookup whose target is at or before the first record of
+    the batch it lands in needs no more). None where that takes decompressing or the batch is
+    empty, or the first record's prefix does not parse: decode the batch instead
+    (:func:`decode_offsets_and_timestamps` then reports any damage precisely)."""
+    header = validate(buf, position, path=path)
+    if header.attributes & CODEC_MASK or header.records_count <= 0:
+        return None
+    end = position + header.size
+    try:
+        _length, at = read_varint(buf, position + HEADER_SIZE, end, 5)
+        at += 1  # (record attributes)
+        ts_delta, at = read_varint(buf, at, end, 10)
+        offset_delta, at = read_varint(buf, at, end, 5)
+    except ValueError:
+        return None
+    if header.attributes & LOG_APPEND_TIME_FLAG:
+        timestamp = header.max_timestamp
+    else:
+        timestamp = (header.base_timestamp + ts_delta + 2**63) % 2**64 - 2**63  # wraps like Java's long
+    return header.base_offset + offset_delta, timestamp
 
 
 def _decode_section(buf, position: int, path: str | None, verify_crc: bool, payloads: bool):

@@ -226,9 +226,12 @@ class LogReads:
         if found is None:
             return None
         position, header = found
-        offsets, timestamps = batch_format.decode_offsets_and_timestamps(
-            segment.read(position, header.size), path=segment.log_path
-        )
+        data = segment.read(position, header.size)
+        if not exact:  # the first record is often the answer: then no need to decode the others
+            first = batch_format.first_record_time(data, path=segment.log_path)
+            if first is not None and first[1] >= target and first[0] >= start:
+                return OffsetAndTimestamp(*first)
+        offsets, timestamps = batch_format.decode_offsets_and_timestamps(data, path=segment.log_path)
         hits = (timestamps == target) if exact else (timestamps >= target)
         hits &= offsets >= start
         i = int(np.argmax(hits))

@@ -466,18 +466,30 @@ class Segment:
                 time_index.append(max_ts, max_ts_offset)
                 since = 0
             since += header.batch_length + 12
+        first_batch_ms = None
+        if position == 0:
+            first_batch_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self._write(buffers, position, total, entries, since, (max_ts, max_ts_offset), last_offset + 1, first_batch_ms)
+
+    def _write(self, buffers: list, position: int, total: int, entries: tuple[int, int] | None, since: int,
+               max_timestamp: tuple[int, int], next_offset: int, first_batch_ms: int | None) -> None:
+        """The end of both appends: write ``buffers`` (``total`` bytes) at ``position``, the end;
+        then set the segment's state and publish the new size (``first_batch_ms``: the time of
+        a first batch, which the segment's age counts from). If the write fails, the index
+        entries added for it (counts before them in ``entries``; None: none added) are removed
+        and nothing changes."""
         try:
             _pwritev_all(self.file.fd, buffers, position, total)
         except BaseException:
             if entries is not None:
-                offset_index.truncate_entries(entries[0])
-                time_index.truncate_entries(entries[1])
+                self._offset_index.truncate_entries(entries[0])
+                self._time_index.truncate_entries(entries[1])
             raise
         self._bytes_since_index_entry = since
-        self._max_timestamp = (max_ts, max_ts_offset)
-        if self._rolling_base_ms is None and position == 0:
-            self._rolling_base_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        self._next_offset = last_offset + 1
+        self._max_timestamp = max_timestamp
+        if first_batch_ms is not None and self._rolling_base_ms is None:
+            self._rolling_base_ms = first_batch_ms
+        self._next_offset = next_offset
         self._size = position + total  # publish: readers may now read up to here
 
     def append_one(self, view, base_offset: int, last_offset_delta: int, max_timestamp: int,
@@ -516,24 +528,14 @@ class Segment:
         if max_timestamp > max_ts:
             max_ts, max_ts_offset = max_timestamp, last_offset
         since = self._bytes_since_index_entry
-        indexed = since > self.config.index_interval_bytes
-        if indexed:  # (before the write: see append)
+        if since > self.config.index_interval_bytes:  # (before the write: see append)
             offset_index.append(last_offset, position)
             time_index.append(max_ts, max_ts_offset)
             since = 0
-        try:
-            _pwritev_all(self.file.fd, [_BASE_OFFSET.pack(base_offset), view[8:]], position, total)
-        except BaseException:
-            if indexed:
-                offset_index.truncate_entries(entries[0])
-                time_index.truncate_entries(entries[1])
-            raise
-        self._bytes_since_index_entry = since + total
-        self._max_timestamp = (max_ts, max_ts_offset)
-        if rolling_base_ms is None:
-            self._rolling_base_ms = now_ms
-        self._next_offset = last_offset + 1
-        self._size = position + total  # publish: readers may now read up to here
+        else:
+            entries = None
+        self._write([_BASE_OFFSET.pack(base_offset), view[8:]], position, total, entries, since + total,
+                    (max_ts, max_ts_offset), last_offset + 1, now_ms if position == 0 else None)
         return True
 
     def _reserve(self, position: int, incoming_bytes: int) -> None:

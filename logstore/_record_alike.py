@@ -25,7 +25,9 @@ batches in a read range and decodes the batches between runs generally.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,6 +91,64 @@ def _run_end(regions, i: int) -> int:
     return j
 
 
+class _Template(NamedTuple):
+    """What one section's parse tells about every section framed byte for byte like it."""
+
+    size: int
+    count: int
+    columns: np.ndarray  # framing byte positions, relative to a section's start
+    framing: np.ndarray  # their values
+    ts_at: np.ndarray  # timestamp delta positions
+    ts_width: np.ndarray  # and widths (continuation bits: width - 1 bytes >= 0x80, then one below)
+    max_width: int
+    keys_null: bool  # all keys null (else none is)
+    values_null: bool
+    cut: Callable | None  # struct unpack_from of the non-null keys and values, interleaved
+    offset_deltas: np.ndarray
+
+
+# Templates of recent reads by (section size, record count): a consumer reads batch after batch
+# framed alike, and parsing the first section costs more than checking all of them. A template
+# is used only when every section of the new read matches its framing bytes, the same check the
+# sections after the first always pass, so a cached one decides nothing a fresh one would not.
+_TEMPLATES: dict[tuple[int, int], _Template] = {}
+_MAX_TEMPLATES = 16
+
+
+def _template(data: bytes, start: int, end: int, count: int) -> _Template | None:
+    """The template of the section ``data[start:end]`` (``count`` records), after the general
+    path's framing checks; None when they fail or the section has headers or a mix of null and
+    non-null keys or values (left to the general path)."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    try:
+        starts, widths = _record_starts(data, start, end, count)
+        layout = field_layout(array, starts[:count], widths, starts[1:])
+    except (RecordError, IndexError, ValueError):
+        return None
+    if layout.header_count_raw.any() or not np.array_equal(layout.headers_start, starts[1:]):
+        return None  # headers (or a header count past the record): left to the general path
+    key_null, value_null = layout.key_len < 0, layout.value_len < 0
+    if key_null.any() and not key_null.all() or value_null.any() and not value_null.all():
+        return None
+    ts_width = np.broadcast_to(np.asarray(layout.ts_width, np.int64), (count,))
+    columns = _framing_columns(layout, starts, ts_width, start)
+    cut = None
+    if not (key_null.all() and value_null.all()):
+        cut_at, cut_len = [], []
+        if not key_null.all():
+            cut_at.append(layout.key_start - start)
+            cut_len.append(layout.key_len)
+        if not value_null.all():
+            cut_at.append(layout.value_start - start)
+            cut_len.append(layout.value_len)
+        cut = _section_struct(
+            np.stack(cut_at, axis=1).ravel().tobytes(), np.stack(cut_len, axis=1).ravel().tobytes()
+        ).unpack_from
+    return _Template(end - start, count, columns, array[start + columns], layout.ts_start - start, ts_width,
+                     int(ts_width.max()), bool(key_null.all()), bool(value_null.all()), cut,
+                     unzigzag(layout.off_raw))
+
+
 def decode_records_alike(data: bytes, regions: list[tuple[int, int, int]]):
     """The records of the sections ``(start, end, count)`` of ``data`` as ``(offset deltas,
     timestamp deltas, keys, values, headers)`` (as ``decode_records_many`` returns them), when
@@ -112,29 +172,23 @@ def decode_records_alike(data: bytes, regions: list[tuple[int, int, int]]):
         expected += spacing
     if start + (sections - 1) * spacing + size > len(data):
         return None
-    array = np.frombuffer(data, dtype=np.uint8)
-    try:
-        starts, widths = _record_starts(data, start, end, count)
-        layout = field_layout(array, starts[:count], widths, starts[1:])
-    except (RecordError, IndexError, ValueError):
-        return None
-    if layout.header_count_raw.any() or not np.array_equal(layout.headers_start, starts[1:]):
-        return None  # headers (or a header count past the record): left to the general path
-    key_null, value_null = layout.key_len < 0, layout.value_len < 0
-    if key_null.any() and not key_null.all() or value_null.any() and not value_null.all():
-        return None
 
     # Every section as a row of one strided view over data (no copy).
     rows = np.ndarray((sections, size), np.uint8, data, start, (spacing, 1))
-    ts_at = layout.ts_start - start
-    ts_width = np.broadcast_to(np.asarray(layout.ts_width, np.int64), (count,))
-    max_width = int(ts_width.max())
+    template = _TEMPLATES.get((size, count))
+    if template is None or not (rows[:, template.columns] == template.framing).all():
+        template = _template(data, start, end, count)
+        if template is None:
+            return None
+        if not (rows[1:, template.columns] == template.framing).all():
+            return None
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        _TEMPLATES[(size, count)] = template
+
+    ts_at, ts_width, max_width = template.ts_at, template.ts_width, template.max_width
     if max_width >= 10:
         return None  # (a 10-byte varint needs an overflow check: left to the general path)
-    columns = _framing_columns(layout, starts, ts_width, start)
-    if not (rows[1:, columns] == rows[0, columns]).all():
-        return None
-
     if max_width == 1:  # (the usual case: every delta below 64 ms)
         ts_raw = rows[:, ts_at]
         if ts_raw.max() >= 0x80:
@@ -150,19 +204,10 @@ def decode_records_alike(data: bytes, regions: list[tuple[int, int, int]]):
             ts_raw[:, longer] |= (picked & 0x7F).astype(U64) << U64(7 * j)
 
     total = sections * count
-    keys = [None] * total if key_null.all() else None
-    values = [None] * total if value_null.all() else None
-    if keys is None or values is None:
-        cut_at, cut_len = [], []
-        if keys is None:
-            cut_at.append(layout.key_start - start)
-            cut_len.append(layout.key_len)
-        if values is None:
-            cut_at.append(layout.value_start - start)
-            cut_len.append(layout.value_len)
-        unpack = _section_struct(
-            np.stack(cut_at, axis=1).ravel().tobytes(), np.stack(cut_len, axis=1).ravel().tobytes()
-        ).unpack_from
+    keys = [None] * total if template.keys_null else None
+    values = [None] * total if template.values_null else None
+    if template.cut is not None:
+        unpack = template.cut
         cut: list = []
         for k in range(sections):
             cut += unpack(data, start + k * spacing)
@@ -172,7 +217,7 @@ def decode_records_alike(data: bytes, regions: list[tuple[int, int, int]]):
             keys = cut
         else:
             values = cut
-    offset_deltas = np.tile(unzigzag(layout.off_raw), sections)
+    offset_deltas = np.tile(template.offset_deltas, sections)
     return offset_deltas, unzigzag(ts_raw.ravel().astype(U64)), keys, values, [()] * total
 
 

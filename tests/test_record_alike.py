@@ -313,3 +313,24 @@ def test_runs_pass_damage_in_the_general_stretch_through():
     data, regions = joined([*good, bytes(bad)])
     with pytest.raises(RecordError):
         decode_records_runs(data, regions)
+
+
+def test_a_cached_template_is_reused_only_for_sections_framed_like_it(monkeypatch):
+    # Two ranges with the same section size and record count but framed differently (two
+    # values swap sizes): the template the first one leaves must not decode the second.
+    import logstore._record_alike as alike
+
+    rng = random.Random(11)
+    one = [rng.randbytes(40) for _ in range(100)]
+    other = list(one)
+    other[10], other[20] = rng.randbytes(41), rng.randbytes(39)
+    parsed = []
+    real = alike._template
+    monkeypatch.setattr(alike, "_template", lambda *args: parsed.append(args[1:]) or real(*args))
+    monkeypatch.setattr(alike, "_TEMPLATES", {})
+    first = joined([batch.encode(one, timestamps_ms=1, base_offset=100 * i) for i in range(4)])
+    second = joined([batch.encode(other, timestamps_ms=2, base_offset=100 * i) for i in range(4)])
+    assert first[1][0][1] - first[1][0][0] == second[1][0][1] - second[1][0][0]  # same size, same count
+    for data, regions in (first, first, second, second, first):
+        assert_same(decode_records_alike(data, regions), reference(data, regions))
+    assert len(parsed) == 3  # first, then second (first's template does not fit), then first again

@@ -152,7 +152,7 @@ def write_json(results: dict, path: str) -> None:
 
 #: Panels of the plot: (scenario, title); limits are drawn dashed, logstore thick, variants dotted.
 _COLORS = {  # the same subject has the same colour in every panel
-    "logstore": "tab:blue", "logstore_records": "tab:cyan", "logstore_4mib": "tab:blue", "logstore_produce": "tab:blue",
+    "logstore": "tab:blue", "logstore_records": "tab:cyan", "logstore_1mib": "tab:blue", "logstore_produce": "tab:blue",
     "logstore_consume": "tab:cyan", "logstore_embedded": "tab:gray", "logstore_embedded_read": "tab:olive",
     "raw_write": "black", "raw_read": "black", "copy_segments": "black", "dict_rewrite": "tab:red", "naive": "tab:orange", "lmdb": "tab:purple", "sqlite": "tab:green",
 }
